@@ -1,0 +1,30 @@
+# jirl: `make demo` trains the default experiment end to end; `make test` runs the test suite.
+# Both create (or refresh, when pyproject.toml changes) the virtual environment in .venv.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+WORKDIR ?= runs/arith_iqlearn
+DEMO_FLAGS ?=
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: venv
+	$(VENV)/bin/jirl train --config experiments/arith.py:iqlearn --workdir $(WORKDIR) $(DEMO_FLAGS)
+
+test: venv
+	$(PY) -m pytest -q -n 2 tests
+
+bench: venv
+	$(PY) benchmarks/step_time.py
+
+clean:
+	rm -rf $(VENV) runs data *.egg-info

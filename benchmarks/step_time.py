@@ -1,0 +1,102 @@
+"""Train-step time of IQLearn against MLE: same model, same batch, alternated in one process.
+
+    python benchmarks/step_time.py [--preset small] [--batch 16] [--seq 256] [--vocab 0] [--repeats 30]
+
+Prints one JSON line: both medians (seconds per step) and "ratio" = iqlearn / mle (target <= 1.03).
+--vocab N overrides the preset's vocabulary, to weigh the loss as real vocabularies do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from jirl import losses, models
+from jirl.train import create_train_state, make_optimizer, make_train_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=0, help="override the vocabulary size (0: the preset's)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    overrides = {"vocab_size": args.vocab} if args.vocab else {}
+    cfg = models.get_config(args.preset, **overrides)
+    train_cfg = ConfigDict(
+        dict(
+            steps=1000,
+            learning_rate=1e-3,
+            warmup_steps=10,
+            end_lr_ratio=0.1,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            b1=0.9,
+            b2=0.99,
+        )
+    )
+    tx, schedule = make_optimizer(train_cfg)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
+    mask = (np.arange(args.seq)[None] >= args.seq // 3).astype(np.float32).repeat(args.batch, 0)
+    batch = {
+        "inputs": jnp.asarray(tokens[:, :-1]),
+        "targets": jnp.asarray(tokens[:, 1:]),
+        "loss_mask": jnp.asarray(mask),
+    }
+
+    objectives = {"mle": losses.get("mle"), "iqlearn": losses.get("iqlearn", lam=0.1, gamma=1.0)}
+    steps, states = {}, {}
+    for name, loss_fn in objectives.items():
+        graphdef, states[name] = create_train_state(cfg, tx, seed=0)
+        steps[name] = make_train_step(graphdef, loss_fn, tx, schedule)
+
+    def run(name: str) -> float:
+        start = time.perf_counter()
+        states[name], metrics = steps[name](states[name], batch)
+        jax.block_until_ready(metrics["loss"])
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        for name in objectives:
+            run(name)
+    times: dict[str, list[float]] = {name: [] for name in objectives}
+    for i in range(args.repeats):
+        order = list(objectives) if i % 2 == 0 else list(objectives)[::-1]
+        for name in order:
+            times[name].append(run(name))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        json.dumps(
+            {
+                "benchmark": "step_time",
+                "preset": args.preset,
+                "vocab_size": cfg.vocab_size,
+                "batch": args.batch,
+                "seq": args.seq,
+                "repeats": args.repeats,
+                "backend": jax.default_backend(),
+                "machine": platform.machine(),
+                "mle_median_s": round(medians["mle"], 5),
+                "iqlearn_median_s": round(medians["iqlearn"], 5),
+                "ratio": round(medians["iqlearn"] / medians["mle"], 4),
+                "tokens_per_sec_mle": round(args.batch * args.seq / medians["mle"], 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

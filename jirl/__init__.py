@@ -1,0 +1,3 @@
+"""jirl: JAX-native imitation learning for sequence models (MLE and IQLearn)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""Grain input pipeline: slice, shuffle, tokenize, truncate, pack or pad, batch.
+
+Each batch is a dict of [B, T] numpy arrays in the layout of DESIGN.md: inputs,
+targets (int32), loss_mask (float32), segment_ids and positions (int32). The
+iterator is a grain `DatasetIterator`, so `get_state()` / `set_state()` resume
+it exactly (the state goes into the train checkpoint).
+"""
+
+import functools
+from typing import Any
+
+import grain
+import numpy as np
+from absl import flags
+
+from jirl.data.tasks import Task
+from jirl.data.tokenizer import ByteTokenizer
+
+PACKING_BINS_PER_ROW = 4  # more open bins than rows: fuller rows, little extra memory
+FEATURES = ("inputs", "targets", "loss_mask")
+
+
+def truncate(prompt_ids: list[int], response_ids: list[int], seq_len: int) -> tuple[list[int], list[int]]:
+    """Fits prompt + response into `seq_len` targets.
+
+    The prompt keeps its end and the response its start. When both are long the
+    prompt keeps at least half of the room, so at least ceil(seq_len / 2)
+    response tokens always remain and no example has to be dropped.
+    """
+    room_prompt = min(len(prompt_ids), max(seq_len - len(response_ids), seq_len // 2))
+    room_response = seq_len - room_prompt
+    return (prompt_ids[len(prompt_ids) - room_prompt :], response_ids[:room_response])
+
+
+def tokenize_example(
+    prompt: str, response: str, tokenizer: ByteTokenizer, seq_len: int | None = None
+) -> dict[str, np.ndarray]:
+    """Next-token arrays for [BOS] + prompt + response + [EOS].
+
+    inputs = seq[:-1], targets = seq[1:]; loss_mask is 1 where the target is a
+    response token (EOS included). With `seq_len`, the arrays are truncated to
+    at most `seq_len` (see `truncate`); BOS is always kept.
+    """
+    prompt_ids = tokenizer.encode(prompt)
+    response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
+    if seq_len is not None:
+        prompt_ids, response_ids = truncate(prompt_ids, response_ids, seq_len)
+    seq = [tokenizer.bos_id] + prompt_ids + response_ids
+    mask = [0.0] * len(prompt_ids) + [1.0] * len(response_ids)
+    return {
+        "inputs": np.asarray(seq[:-1], np.int32),
+        "targets": np.asarray(seq[1:], np.int32),
+        "loss_mask": np.asarray(mask, np.float32),
+    }
+
+
+def _tokenize_record(
+    record: Any, *, task: Task, tokenizer: ByteTokenizer, seq_len: int
+) -> dict[str, np.ndarray]:
+    prompt, response = task.prompt_response(record)
+    return tokenize_example(prompt, response, tokenizer, seq_len)
+
+
+def _pad_row(example: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+    """One example per row, zero-padded to `seq_len`; segment 1, padding 0."""
+    length = len(example["inputs"])
+    row = {k: np.zeros(seq_len, example[k].dtype) for k in FEATURES}
+    for k in FEATURES:
+        row[k][:length] = example[k]
+    row["segment_ids"] = np.zeros(seq_len, np.int32)
+    row["segment_ids"][:length] = 1
+    row["positions"] = np.zeros(seq_len, np.int32)
+    row["positions"][:length] = np.arange(length, dtype=np.int32)
+    return row
+
+
+def _from_packed(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Grain names segment ids per feature; all features share them here."""
+    out = {k: row[k] for k in FEATURES}
+    out["segment_ids"] = row["inputs_segment_ids"]
+    out["positions"] = row["inputs_positions"]
+    return out
+
+
+def make_batches(
+    task: Task,
+    split: str,
+    *,
+    data_dir: str,
+    tokenizer: ByteTokenizer,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    pack: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    worker_count: int = 0,
+    task_config: str = "default",
+) -> grain.DatasetIterator:
+    """An iterator of [batch_size, seq_len] batches of `task`'s `split`.
+
+    Process `process_index` of `process_count` reads records
+    process_index, process_index + process_count, ... The shuffle is seeded and
+    differs each epoch; `num_epochs=None` repeats forever. With a finite number
+    of epochs the last batch is completed with all-zero rows.
+    """
+    for key, value in (("seq_len", seq_len), ("batch_size", batch_size), ("process_count", process_count)):
+        if value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value}.")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
+    source = task.source(split, data_dir, task_config)
+    ds = grain.MapDataset.source(source)[process_index::process_count]
+    if shuffle:
+        ds = ds.shuffle(seed)
+    ds = ds.repeat(num_epochs).map(
+        functools.partial(_tokenize_record, task=task, tokenizer=tokenizer, seq_len=seq_len)
+    )
+    rows = ds.to_iter_dataset()
+    if pack:
+        rows = grain.experimental.FirstFitPackIterDataset(
+            rows,
+            length_struct={k: seq_len for k in FEATURES},
+            num_packing_bins=PACKING_BINS_PER_ROW * batch_size,
+            seed=seed,
+            shuffle_bins=shuffle,
+        ).map(_from_packed)
+    else:
+        rows = rows.map(functools.partial(_pad_row, seq_len=seq_len))
+    batches = rows.batch(
+        batch_size, batch_fn=functools.partial(grain.experimental.batch_and_pad, batch_size=batch_size)
+    )
+    if worker_count > 0:
+        if not flags.FLAGS.is_parsed():  # grain workers read absl flags (defaults)
+            flags.FLAGS.mark_as_parsed()
+        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return iter(batches)
+
+
+def eval_prompts(
+    task: Task,
+    split: str,
+    *,
+    data_dir: str,
+    tokenizer: ByteTokenizer,
+    limit: int | None = None,
+    task_config: str = "default",
+) -> list[tuple[list[int], str]]:
+    """(BOS + prompt ids, reference answer) for the first `limit` records."""
+    source = task.source(split, data_dir, task_config)
+    count = len(source) if limit is None else min(limit, len(source))
+    out = []
+    for i in range(count):
+        record = source[i]
+        prompt, _ = task.prompt_response(record)
+        out.append(([tokenizer.bos_id] + tokenizer.encode(prompt), task.reference(record)))
+    return out

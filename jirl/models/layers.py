@@ -1,0 +1,58 @@
+"""The transformer's building blocks as small pure functions, each replaceable by a faster form."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def rms_norm(x_BTD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
+    """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32, returned in x's dtype."""
+    x32 = x_BTD.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    return (y * scale_D.astype(jnp.float32)).astype(x_BTD.dtype)
+
+
+def apply_rope(x_BTHD: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding, rotate-half layout: pairs (x_i, x_{i+D/2}) rotate by pos/theta^(2i/D)."""
+    half = x_BTHD.shape[-1] // 2
+    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    sin = jnp.sin(angles_BTF)[:, :, None, :]
+    cos = jnp.cos(angles_BTF)[:, :, None, :]
+    x1 = x_BTHD[..., :half].astype(jnp.float32)
+    x2 = x_BTHD[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTHD.dtype)
+
+
+def attention_mask(
+    q_slots_BT: jax.Array, q_segments_BT: jax.Array, kv_slots_BS: jax.Array, kv_segments_BS: jax.Array
+) -> jax.Array:
+    """mask[b, t, s] = slot_s <= slot_t and segment_s == segment_t (causal within a packed example).
+
+    Padding (segment 0) attends only to padding, so no row is empty and nothing is NaN.
+    """
+    causal = kv_slots_BS[:, None, :] <= q_slots_BT[:, :, None]
+    same_segment = kv_segments_BS[:, None, :] == q_segments_BT[:, :, None]
+    return causal & same_segment
+
+
+def dot_product_attention(
+    q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, mask_BTS: jax.Array
+) -> jax.Array:
+    """softmax(q k^T / sqrt(D) masked) v with grouped-query attention (H = K * G); softmax in float32."""
+    b, t, h, d = q_BTHD.shape
+    k = k_BSKD.shape[2]
+    q_BTKGD = q_BTHD.reshape(b, t, k, h // k, d) * jnp.asarray(d**-0.5, q_BTHD.dtype)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKD.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD)
+    return out.reshape(b, t, h, d)
+
+
+def swiglu(x_BTD: jax.Array, w_gate_DF: jax.Array, w_up_DF: jax.Array, w_down_FD: jax.Array) -> jax.Array:
+    """down(silu(x W_gate) * (x W_up))."""
+    gate = jax.nn.silu(x_BTD @ w_gate_DF)
+    return (gate * (x_BTD @ w_up_DF)) @ w_down_FD

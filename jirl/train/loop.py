@@ -1,0 +1,160 @@
+"""The training loop: data -> jitted step -> metrics, with periodic evaluation and a final report."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jirl import losses, models
+from jirl.train import plots
+from jirl.train.metrics_writer import MetricsWriter
+from jirl.train.optimizer import make_optimizer
+from jirl.train.state import create_train_state
+from jirl.train.step import check_batch, make_eval_step, make_train_step
+
+
+def model_config(config: Any) -> models.ModelConfig:
+    overrides = {k: v for k, v in config.model.items() if k != "preset"}
+    return models.get_config(config.model.preset, **overrides)
+
+
+def loss_function(config: Any):
+    opts = dict(config.loss)
+    return losses.get(opts.pop("name"), **opts)
+
+
+def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Token-weighted mean of per-batch metrics (tokens summed)."""
+    weights = np.array([float(r["tokens"]) for r in records])
+    out = {}
+    for key in records[0]:
+        values = np.array([float(r[key]) for r in records])
+        out[key] = (
+            float(values.sum())
+            if key == "tokens"
+            else float((values * weights).sum() / max(weights.sum(), 1))
+        )
+    return out
+
+
+def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Trains as `config` says, writing metrics, plots and a summary to `workdir`; returns the summary."""
+    from jirl import data
+    from jirl.evaluation.task_eval import answer_accuracy_on_split
+
+    cfg_model = model_config(config)
+    loss_fn = loss_function(config)
+    task = data.get_task(config.task.name)
+    tokenizer = data.ByteTokenizer()
+    if tokenizer.vocab_size > cfg_model.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "
+            f"{cfg_model.vocab_size}; it must be at least the tokenizer's."
+        )
+    if config.task.seq_len > cfg_model.max_len:
+        raise ValueError(
+            f"task.seq_len={config.task.seq_len} exceeds the model's max_len={cfg_model.max_len}."
+        )
+    if int(config.train.steps) < 1 or int(config.train.log_every) < 1:
+        raise ValueError(
+            f"train.steps={config.train.steps} and train.log_every={config.train.log_every} "
+            "must both be at least 1."
+        )
+    tx, schedule = make_optimizer(config.train)
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+
+    data_dir = os.path.expanduser(config.task.data_dir)
+    task.prepare(data_dir, config.task.config)
+    batch_args = dict(
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        seq_len=config.task.seq_len,
+        batch_size=config.train.batch_size,
+        pack=config.task.pack,
+        task_config=config.task.config,
+    )
+    train_batches = data.make_batches(task, "train", seed=config.train.seed, shuffle=True, **batch_args)
+
+    graphdef, state = create_train_state(cfg_model, tx, config.train.seed)
+    train_step = make_train_step(graphdef, loss_fn, tx, schedule)
+    eval_step = make_eval_step(graphdef, loss_fn)
+    writer = MetricsWriter(workdir)
+
+    def evaluate_loss(params) -> dict[str, float]:
+        batches = data.make_batches(task, "validation", seed=0, shuffle=False, num_epochs=1, **batch_args)
+        records = [
+            jax.device_get(eval_step(params, b)) for _, b in zip(range(config.eval.loss_batches), batches)
+        ]
+        return {f"eval_{k}": v for k, v in _mean_metrics(records).items()}
+
+    def evaluate_answers(params) -> dict[str, Any]:
+        return answer_accuracy_on_split(
+            graphdef,
+            params,
+            task,
+            tokenizer,
+            data_dir=data_dir,
+            split="validation",
+            num_examples=config.eval.num_examples,
+            max_new_tokens=config.eval.max_new_tokens,
+            temperature=config.eval.temperature,
+            task_config=config.task.config,
+        )
+
+    summary: dict[str, Any] = {"workdir": os.path.abspath(workdir), "num_params": cfg_model.num_params()}
+    if config.eval.at_start:
+        summary["initial_answer_accuracy"] = evaluate_answers(state.params)["accuracy"]
+        print(f"validation answer accuracy before training: {summary['initial_answer_accuracy']:.1%}")
+
+    steps = int(config.train.steps)
+    bar = tqdm(total=steps, desc=f"train {config.loss.name}", disable=not progress, dynamic_ncols=True)
+    window_start, window_tokens = time.perf_counter(), 0.0
+    for step in range(1, steps + 1):
+        batch = next(train_batches)
+        check_batch(batch, cfg_model.vocab_size)
+        state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+        window_tokens += (
+            float(np.sum(batch["segment_ids"] > 0)) if "segment_ids" in batch else batch["inputs"].size
+        )
+        bar.update(1)
+        record: dict[str, Any] = {}
+        if step % config.train.log_every == 0 or step == steps:
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - window_start
+            record.update(metrics, tokens_per_sec=window_tokens / elapsed)
+            window_start, window_tokens = time.perf_counter(), 0.0
+            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
+        if config.eval.every and (step % config.eval.every == 0 or step == steps):
+            record.update(evaluate_loss(state.params))
+        if step == steps or (config.eval.answers_every and step % config.eval.answers_every == 0):
+            answers = evaluate_answers(state.params)
+            record["eval_answer_accuracy"] = answers["accuracy"]
+        if record:
+            writer.write(step, record)
+        if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
+            window_start, window_tokens = time.perf_counter(), 0.0
+    bar.close()
+    writer.close()
+    summary.update(
+        steps=steps,
+        final_loss=float(metrics["loss"]),
+        answer_accuracy=answers["accuracy"],
+        answer_examples=answers["num_examples"],
+    )
+    with open(os.path.join(workdir, "samples.jsonl"), "w") as f:
+        for example in answers["examples"]:
+            f.write(json.dumps(example) + "\n")
+    summary["plot"] = plots.plot_training_curves(workdir)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

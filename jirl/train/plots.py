@@ -1,0 +1,38 @@
+"""Training curves from metrics.jsonl as a PNG."""
+
+from __future__ import annotations
+
+import os
+
+from jirl.train.metrics_writer import read_metrics
+
+PANELS = (
+    ("loss", "eval_loss"),
+    ("nll", "eval_nll"),
+    ("td_reg", "eval_td_reg"),
+    ("accuracy", "eval_accuracy", "eval_answer_accuracy"),
+)
+
+
+def plot_training_curves(workdir: str) -> str:
+    """Plots train/eval loss, NLL, TD regulariser and token accuracy against step; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(workdir)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
+    for ax, keys in zip(axes, PANELS):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points), marker="." if key.startswith("eval_") else None, label=key)
+        ax.set_xlabel("step")
+        ax.set_title(keys[0])
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = os.path.join(workdir, "curves.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,42 @@
+"""The experiment file: both objectives load, and they differ only in the `loss` block."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "train"))
+from configs import load_arith  # noqa: E402
+
+from jirl import losses, models  # noqa: E402
+from jirl.train import loss_function, model_config  # noqa: E402
+
+
+def test_objectives_differ_only_under_loss():
+    mle, iq = load_arith("mle").to_dict(), load_arith("iqlearn").to_dict()
+    assert set(mle) == set(iq)
+    assert [k for k in mle if mle[k] != iq[k]] == ["loss"]
+    assert mle["loss"]["name"] == "mle" and iq["loss"]["name"] == "iqlearn"
+
+
+@pytest.mark.parametrize("objective", ["mle", "iqlearn"])
+def test_config_builds_its_model_and_loss(objective):
+    config = load_arith(objective)
+    for key in (
+        "train.steps",
+        "train.batch_size",
+        "train.seed",
+        "train.log_every",
+        "model.preset",
+        "loss.name",
+    ):
+        section, name = key.split(".")
+        assert name in config[section], key
+    assert model_config(config) == models.get_config("small")
+    loss_function(config)
+    assert set(config.loss) - {"name"} == set(losses.options(objective))
+
+
+def test_unknown_objective_is_named():
+    with pytest.raises(ValueError, match="unknown objective 'ppo'; accepted: \\['iqlearn', 'mle'\\]"):
+        load_arith("ppo")

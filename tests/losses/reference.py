@@ -1,0 +1,71 @@
+"""Independent float64 NumPy forms of the objectives, written loop-by-loop from DESIGN.md."""
+
+import numpy as np
+
+
+def _lse(z):
+    m = np.max(z)
+    return m + np.log(np.sum(np.exp(z - m)))
+
+
+def soft_q_terms(logits, targets, mask, segments, gamma, next_logits=None):
+    """Per masked position: (Q, V, V') with V' = c_t V_{t+1}; next values read from `next_logits`."""
+    next_logits = logits if next_logits is None else next_logits
+    b_size, t_size, _ = logits.shape
+    terms = []
+    for b in range(b_size):
+        for t in range(t_size):
+            if mask[b, t] == 0:
+                continue
+            q = logits[b, t, targets[b, t]]
+            v = _lse(logits[b, t])
+            cont = t + 1 < t_size and mask[b, t + 1] > 0 and segments[b, t + 1] == segments[b, t]
+            v_next = _lse(next_logits[b, t + 1]) if cont else 0.0
+            terms.append((q, v, v_next))
+    return np.array(terms, np.float64).reshape(-1, 3)
+
+
+def iqlearn_unsimplified(logits, targets, mask, segments, *, gamma, lam, next_logits=None):
+    """mean over expert tokens of -r + (V - gamma V') + lam r^2, r = Q - gamma V'."""
+    q, v, v_next = soft_q_terms(logits, targets, mask, segments, gamma, next_logits).T
+    r = q - gamma * v_next
+    return np.mean(-r + (v - gamma * v_next) + lam * r**2)
+
+
+def iqlearn_online(expert, policy, *, gamma, lam, alpha):
+    """E_E[-log pi] + alpha (E_P[V - gV'] - E_E[V - gV']) + lam ((1-alpha) E_E[r^2] + alpha E_P[r^2])."""
+    qe, ve, ne = soft_q_terms(*expert, gamma).T
+    qp, vp, npv = soft_q_terms(*policy, gamma).T
+    re, rp = qe - gamma * ne, qp - gamma * npv
+    return (
+        np.mean(ve - qe)
+        + alpha * (np.mean(vp - gamma * npv) - np.mean(ve - gamma * ne))
+        + lam * ((1 - alpha) * np.mean(re**2) + alpha * np.mean(rp**2))
+    )
+
+
+def mle(logits, targets, mask, *, label_smoothing=0.0, z_loss=0.0):
+    total, count = 0.0, 0
+    for b, t in zip(*np.nonzero(mask)):
+        z = logits[b, t]
+        v = _lse(z)
+        nll = v - z[targets[b, t]]
+        uniform = v - np.mean(z)
+        total += (1 - label_smoothing) * nll + label_smoothing * uniform + z_loss * v**2
+        count += 1
+    return total / count
+
+
+def numerical_grad(fn, x, eps=1e-6):
+    """Central differences of a float64 scalar function."""
+    x = np.array(x, np.float64)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        orig = x[idx]
+        x[idx] = orig + eps
+        hi = fn(x)
+        x[idx] = orig - eps
+        lo = fn(x)
+        x[idx] = orig
+        grad[idx] = (hi - lo) / (2 * eps)
+    return grad

@@ -1,0 +1,200 @@
+"""IQLearn against the unsimplified IQ-Learn form in float64 NumPy, MLE, and masking properties."""
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from absl.testing import parameterized
+from batches import random_batch
+
+from jirl import losses
+
+
+def _np_batch(batch):
+    return batch["targets"], batch["loss_mask"], batch["segment_ids"]
+
+
+class IQLearnTest(parameterized.TestCase):
+    @parameterized.product(gamma=[1.0, 0.9], lam=[0.0, 0.3], seed=[0, 1])
+    def test_value_matches_unsimplified_reference(self, gamma, lam, seed):
+        logits, batch = random_batch(np.random.default_rng(seed))
+        loss, _ = losses.get("iqlearn", gamma=gamma, lam=lam)(jnp.asarray(logits), batch)
+        expected = reference.iqlearn_unsimplified(
+            logits.astype(np.float64), *_np_batch(batch), gamma=gamma, lam=lam
+        )
+        np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-6)
+
+    @parameterized.product(gamma=[1.0, 0.8], stop_grad=[False, True])
+    def test_gradient_matches_reference(self, gamma, stop_grad):
+        logits, batch = random_batch(np.random.default_rng(7), b=2, t=9, v=5)
+        lam = 0.5
+        loss_fn = losses.get("iqlearn", gamma=gamma, lam=lam, stop_grad_next_value=stop_grad)
+        grad = jax.grad(lambda z: loss_fn(z, batch)[0])(jnp.asarray(logits))
+        fixed = logits.astype(np.float64)
+
+        def ref(z):  # with stop_grad, V' is read from constant logits
+            return reference.iqlearn_unsimplified(
+                z, *_np_batch(batch), gamma=gamma, lam=lam, next_logits=fixed if stop_grad else None
+            )
+
+        expected = reference.numerical_grad(ref, fixed)
+        np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+
+    def test_lam_zero_is_mle_in_value_and_gradient(self):
+        logits, batch = random_batch(np.random.default_rng(3))
+        iq = losses.get("iqlearn", lam=0.0, gamma=0.7)
+        mle = losses.get("mle")
+        z = jnp.asarray(logits)
+        np.testing.assert_allclose(iq(z, batch)[0], mle(z, batch)[0], rtol=1e-6)
+        g_iq = jax.grad(lambda x: iq(x, batch)[0])(z)
+        g_mle = jax.grad(lambda x: mle(x, batch)[0])(z)
+        np.testing.assert_allclose(g_iq, g_mle, rtol=1e-6, atol=1e-8)
+
+    @parameterized.parameters(0.0, 0.1, 0.5)
+    def test_online_matches_reference(self, alpha):
+        rng = np.random.default_rng(11)
+        e_logits, e_batch = random_batch(rng)
+        p_logits, p_batch = random_batch(rng, b=2)
+        fn = losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=alpha)
+        loss, metrics = fn(
+            jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch
+        )
+        expected = reference.iqlearn_online(
+            (e_logits.astype(np.float64), *_np_batch(e_batch)),
+            (p_logits.astype(np.float64), *_np_batch(p_batch)),
+            gamma=0.9,
+            lam=0.2,
+            alpha=alpha,
+        )
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+        self.assertIn("policy_value", metrics)
+
+    def test_online_gradient_matches_reference(self):
+        rng = np.random.default_rng(5)
+        e_logits, e_batch = random_batch(rng, b=2, t=8, v=4)
+        p_logits, p_batch = random_batch(rng, b=2, t=8, v=4)
+        fn = losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=0.3)
+        g_e, g_p = jax.grad(
+            lambda e, p: fn(e, e_batch, policy_logits=p, policy_batch=p_batch)[0], argnums=(0, 1)
+        )(jnp.asarray(e_logits), jnp.asarray(p_logits))
+        e64, p64 = e_logits.astype(np.float64), p_logits.astype(np.float64)
+
+        def ref(e, p):
+            return reference.iqlearn_online(
+                (e, *_np_batch(e_batch)), (p, *_np_batch(p_batch)), gamma=0.9, lam=0.2, alpha=0.3
+            )
+
+        np.testing.assert_allclose(
+            g_e, reference.numerical_grad(lambda e: ref(e, p64), e64), rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            g_p, reference.numerical_grad(lambda p: ref(e64, p), p64), rtol=1e-4, atol=1e-6
+        )
+
+    def test_metrics_are_means_over_masked_positions(self):
+        logits, batch = random_batch(np.random.default_rng(2))
+        _, m = losses.get("iqlearn", gamma=0.9, lam=0.1)(jnp.asarray(logits), batch)
+        q, v, v_next = reference.soft_q_terms(logits.astype(np.float64), *_np_batch(batch), 0.9).T
+        r = q - 0.9 * v_next
+        np.testing.assert_allclose(m["nll"], np.mean(v - q), rtol=1e-5)
+        np.testing.assert_allclose(m["td_reg"], np.mean(r**2), rtol=1e-5)
+        np.testing.assert_allclose(m["reward"], np.mean(r), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m["value"], np.mean(v), rtol=1e-5)
+        self.assertEqual(float(m["tokens"]), float(batch["loss_mask"].sum()))
+        argmax = np.argmax(logits, -1) == batch["targets"]
+        np.testing.assert_allclose(m["accuracy"], argmax[batch["loss_mask"] > 0].mean(), rtol=1e-6)
+
+    def test_non_finite_logits_at_masked_positions_give_no_nan(self):
+        logits, batch = random_batch(np.random.default_rng(4))
+        masked = batch["loss_mask"] == 0
+        logits[masked] = -np.inf
+        logits[masked & (np.arange(logits.shape[1]) % 2 == 0)] = 3e38
+        logits[0, 0, :] = np.nan if masked[0, 0] else logits[0, 0, :]
+        for name, opts in [
+            ("iqlearn", dict(gamma=0.9, lam=0.5)),
+            ("mle", dict(label_smoothing=0.1, z_loss=1e-4)),
+        ]:
+            fn = losses.get(name, **opts)
+            (loss, metrics), grad = jax.value_and_grad(lambda z: fn(z, batch), has_aux=True)(
+                jnp.asarray(logits)
+            )
+            self.assertTrue(np.isfinite(loss), name)
+            self.assertTrue(all(np.isfinite(v) for v in jax.tree.leaves(metrics)), name)
+            self.assertTrue(np.all(np.isfinite(grad)), name)
+            self.assertTrue(np.all(np.asarray(grad)[masked] == 0), name)
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(
+    extra=st.integers(1, 6),
+    prompt_extra=st.integers(0, 3),
+    seed=st.integers(0, 10_000),
+    gamma=st.sampled_from([1.0, 0.95]),
+)
+def test_padding_and_prompt_positions_change_nothing(extra, prompt_extra, seed, gamma):
+    """Prompt positions prepended and padding appended (random logits there) change no value."""
+    rng = np.random.default_rng(seed)
+    logits, batch = random_batch(rng, b=2, t=10)
+    fn = losses.get("iqlearn", gamma=gamma, lam=0.3)
+    loss, metrics = fn(jnp.asarray(logits), batch)
+
+    b, _, v = logits.shape
+    pad = (
+        lambda x, fill: np.concatenate(  # noqa: E731
+            [
+                np.full((b, prompt_extra, *x.shape[2:]), fill, x.dtype),
+                x,
+                np.full((b, extra, *x.shape[2:]), fill, x.dtype),
+            ],
+            1,
+        )
+    )
+    big_logits = pad(logits, 0.0)
+    big_logits[:, :prompt_extra] = rng.normal(size=(b, prompt_extra, v)) * 50
+    big_logits[:, -extra:] = rng.normal(size=(b, extra, v)) * 50
+    segs = batch["segment_ids"]
+    big = {
+        "targets": pad(batch["targets"], 0),
+        "loss_mask": pad(batch["loss_mask"], 0.0),
+        "segment_ids": np.concatenate(
+            [np.repeat(segs[:, :1], prompt_extra, 1), segs, np.zeros((b, extra), np.int32)], 1
+        ),
+    }
+    big_loss, big_metrics = fn(jnp.asarray(big_logits), big)
+    np.testing.assert_allclose(big_loss, loss, rtol=1e-6)
+    for key in metrics:
+        np.testing.assert_allclose(big_metrics[key], metrics[key], rtol=1e-6, atol=1e-7)
+
+
+class VariantsTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_and_no_jit_agree(self):
+        logits, batch = random_batch(np.random.default_rng(9))
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        fn = losses.get("iqlearn", gamma=0.9, lam=0.2)
+        loss, metrics = self.variant(fn)(jnp.asarray(logits), batch)
+        ref_loss, ref_metrics = fn(jnp.asarray(logits), batch)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+        chex.assert_trees_all_close(metrics, ref_metrics, rtol=1e-6)
+
+
+def test_unknown_loss_and_option_name_what_is_accepted():
+    with pytest.raises(ValueError, match=r"unknown loss 'ppo'.*'iqlearn', 'mle'"):
+        losses.get("ppo")
+    with pytest.raises(ValueError, match=r"no option\(s\) \['lamda'\].*'lam'"):
+        losses.get("iqlearn", lamda=0.1)
+
+
+def test_bad_batches_are_named():
+    logits, batch = random_batch(np.random.default_rng(0))
+    fn = losses.get("iqlearn")
+    with pytest.raises(ValueError, match="missing key.*'loss_mask'"):
+        fn(jnp.asarray(logits), {"targets": batch["targets"]})
+    with pytest.raises(ValueError, match=r"'targets'\] has shape"):
+        fn(jnp.asarray(logits), dict(batch, targets=batch["targets"][:, :-1]))
+    with pytest.raises(ValueError, match="needs policy_logits"):
+        losses.get("iqlearn", alpha=0.1)(jnp.asarray(logits), batch)

@@ -1,0 +1,71 @@
+"""The jitted step: generic over the loss, host-side batch checks name what is wrong."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from jirl import losses, models
+from jirl.train import check_batch, create_train_state, make_eval_step, make_optimizer, make_train_step
+
+TRAIN = ConfigDict(
+    dict(
+        steps=10,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        end_lr_ratio=0.1,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        b1=0.9,
+        b2=0.99,
+    )
+)
+
+
+def _batch(b=2, t=16, vocab=259, seed=0):
+    tokens = np.random.default_rng(seed).integers(3, vocab, (b, t + 1)).astype(np.int32)
+    mask = np.zeros((b, t), np.float32)
+    mask[:, t // 2 :] = 1
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
+
+
+@pytest.mark.parametrize("name,opts", [("mle", {}), ("iqlearn", dict(lam=0.5, gamma=0.9))])
+def test_step_updates_params_and_reports_the_loss_metrics(name, opts):
+    cfg = models.get_config("tiny")
+    tx, schedule = make_optimizer(TRAIN)
+    graphdef, state = create_train_state(cfg, tx, seed=0)
+    loss_fn = losses.get(name, **opts)
+    before = jax.tree.map(np.array, state.params)
+    batch = {k: jnp.asarray(v) for k, v in _batch().items()}
+    expected = make_eval_step(graphdef, loss_fn)(state.params, batch)
+    state, metrics = make_train_step(graphdef, loss_fn, tx, schedule)(state, batch)
+    assert int(state.step) == 1
+    np.testing.assert_allclose(metrics["loss"], expected["loss"], rtol=1e-6)
+    for key in ("nll", "td_reg", "reward", "value", "accuracy", "tokens", "grad_norm", "learning_rate"):
+        assert key in metrics
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, state.params)
+    assert all(jax.tree.leaves(changed))
+
+
+def test_norm_scales_are_not_weight_decayed():
+    tx, _ = make_optimizer(TRAIN)
+    _, state = create_train_state(models.get_config("tiny"), tx, seed=0)
+    zero_grads = jax.tree.map(jnp.zeros_like, state.params)
+    updates, _ = tx.update(zero_grads, state.opt_state, state.params)
+    assert float(jnp.abs(updates["layers"]["attn_norm"]).max()) == 0.0
+    assert float(jnp.abs(updates["final_norm"]).max()) == 0.0
+    assert float(jnp.abs(updates["layers"]["wq"]).max()) > 0.0  # decay alone moves the matrices
+
+
+def test_bad_batches_name_the_problem():
+    batch = _batch()
+    check_batch(batch, 259)
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['loss_mask'\]"):
+        check_batch({k: v for k, v in batch.items() if k != "loss_mask"}, 259)
+    with pytest.raises(ValueError, match="token id 300, outside the model vocabulary \\[0, 259\\)"):
+        check_batch(dict(batch, targets=np.full_like(batch["targets"], 300)), 259)
+    with pytest.raises(ValueError, match="token id -1"):
+        check_batch(dict(batch, inputs=np.full_like(batch["inputs"], -1)), 259)
+    with pytest.raises(ValueError, match=r"batch\['loss_mask'\] has shape \(2, 15\)"):
+        check_batch(dict(batch, loss_mask=batch["loss_mask"][:, 1:]), 259)
