@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/jirl train --config experiments/arith.py:iqlearn --workdir $(WORKDIR) $(DEMO_FLAGS)
+	$(VENV)/bin/jirl train --config experiments/arith.py:iqlearn --workdir $(WORKDIR) \
+	    --config.eval.at_start=True $(DEMO_FLAGS)
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests

@@ -4,8 +4,11 @@ Run:
   jirl train --config experiments/arith.py:iqlearn --workdir runs/arith_iqlearn
   jirl train --config experiments/arith.py:mle --workdir runs/arith_mle --config.train.steps=200
 
-The two objectives differ only in the `loss` block. With the defaults (about 3 minutes on two CPU
-cores) validation answer accuracy goes from 0% to well above it; see the README for the figure.
+The two objectives differ only in the `loss` block. The defaults train the 1.2M-parameter `small`
+decoder for 1000 steps (about 6 minutes on two CPU cores); validation answer accuracy (greedy,
+`#### N` graded as GSM8K) goes from 0% untrained to about a third; the README has the measured figure.
+Set `eval.answers_every` to follow answer accuracy during training, `eval.at_start` to measure it
+before the first step.
 """
 
 from ml_collections import ConfigDict
@@ -20,15 +23,17 @@ def get_config(objective: str = "iqlearn") -> ConfigDict:
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective '{objective}'; accepted: {sorted(OBJECTIVES)}.")
     config = ConfigDict()
-    config.task = ConfigDict(dict(name="arith", config="default", data_dir="data", seq_len=256, pack=True))
+    # Every arith example fits 192 byte tokens; packing fills rows with whole examples.
+    config.task = ConfigDict(dict(name="arith", config="default", data_dir="data", seq_len=192, pack=True))
+    # An unrolled layer loop is ~12% faster than scan for this small model on XLA:CPU.
     config.model = ConfigDict(dict(preset="small", dtype="float32", remat="none", scan_layers=False))
     config.train = ConfigDict(
         dict(
-            steps=600,
+            steps=1000,
             batch_size=16,
             seed=0,
             log_every=20,
-            learning_rate=3e-3,
+            learning_rate=5e-3,
             warmup_steps=50,
             end_lr_ratio=0.1,
             weight_decay=0.1,
@@ -40,11 +45,11 @@ def get_config(objective: str = "iqlearn") -> ConfigDict:
     config.loss = ConfigDict(OBJECTIVES[objective])
     config.eval = ConfigDict(
         dict(
-            every=200,
+            every=250,
             loss_batches=4,
             answers_every=0,
             num_examples=200,
-            max_new_tokens=96,
+            max_new_tokens=80,
             temperature=0.0,
             at_start=False,
         )

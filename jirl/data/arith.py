@@ -35,11 +35,11 @@ LINE_TEMPLATES = {
 
 MAX_VALUE = 99  # every number in a rationale stays in [0, MAX_VALUE]
 # Difficulty: small enough that a ~1M-parameter byte-level model learns it on a CPU in minutes.
-NUM_OPS = (1, 3)        # operations per problem
+NUM_OPS = (1, 3)  # operations per problem
 MAX_PLAIN = 9  # plain quantities lie in [1, MAX_PLAIN]
 GROUP_COUNT = (2, 3)  # "a boxes of b": a in GROUP_COUNT, b in GROUP_SIZE
 GROUP_SIZE = (2, 5)
-MAX_QUESTION_CHARS = 160
+MAX_QUESTION_CHARS = 120  # with the rationale, every example fits 192 byte tokens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,7 +71,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         head_dim=40,
         mlp_dim=432,
         max_len=256,
-        tie_embeddings=True,
     ),
     # Shape-only presets for planning (Llama-3.2-1B-like and Llama-2-7B-like).
     "llama_1b": dict(

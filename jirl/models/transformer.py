@@ -106,7 +106,10 @@ class Transformer(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
-        self.embed = _param(rngs.params(), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), 0.02)
+        # Untied: unit-variance embeddings, so token identity is not drowned by the residual branches
+        # at init. Tied: d^-1/2, so that the initial logits have unit scale.
+        embed_std = cfg.embed_dim**-0.5 if cfg.tie_embeddings else 1.0
+        self.embed = _param(rngs.params(), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), embed_std)
         self.layers = DecoderLayers(cfg, rngs=rngs)
         self.final_norm = _param(rngs.params(), (cfg.embed_dim,), ("embed",), None)
         if not cfg.tie_embeddings:

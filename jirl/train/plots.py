@@ -10,12 +10,13 @@ PANELS = (
     ("loss", "eval_loss"),
     ("nll", "eval_nll"),
     ("td_reg", "eval_td_reg"),
-    ("accuracy", "eval_accuracy", "eval_answer_accuracy"),
+    ("accuracy", "eval_accuracy"),
+    ("eval_answer_accuracy",),
 )
 
 
 def plot_training_curves(workdir: str) -> str:
-    """Plots train/eval loss, NLL, TD regulariser and token accuracy against step; returns the path."""
+    """Plots loss, NLL, TD regulariser, token and answer accuracy (train/eval) by step; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")

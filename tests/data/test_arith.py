@@ -26,37 +26,40 @@ def test_deterministic_by_seed():
 def test_sampled_rationales_are_correct_and_small():
     rng = np.random.default_rng(0)
     for problem in _problems(1, 300):
-        assert 0 <= problem.answer < 200
-        assert len(problem.question) <= 160
+        assert 0 <= problem.answer <= arith.MAX_VALUE
+        assert len(problem.question) <= arith.MAX_QUESTION_CHARS
         question_numbers = set(re.findall(r"\d+", problem.question))
         for _ in range(3):
             text = problem.sample_rationale(rng)
-            assert len(text) <= 120, text
+            # [BOS] question "\n" rationale [EOS], shifted by one: fits the demo's 192 tokens.
+            assert len(problem.question) + 1 + len(text) + 1 <= 192, text
             assert arith.check_rationale(problem, text), text
             assert extract_answer(text) == str(problem.answer)
             lines = text.split("\n")
             assert lines[-1] == f"#### {problem.answer}"
-            assert 2 <= len(lines) - 1 <= 4
+            assert arith.NUM_OPS[0] <= len(lines) - 1 <= arith.NUM_OPS[1]
             # Every operand is in the question or is an earlier line's result.
             known = set(question_numbers)
             for line in lines[:-1]:
                 x, op, y, z = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
                 assert {x, y} <= known, (problem.question, text)
-                assert 0 <= int(z) < 200
+                assert 0 <= int(z) <= arith.MAX_VALUE
                 known.add(z)
 
 
 def test_distinct_rationales_occur():
     problems = [arith.make_problem(np.random.default_rng(s)) for s in range(3)]
-    # Real counts for the problems of seeds 0, 1, 2 (5, 3 and 3 terms).
-    assert [p.num_rationales() for p in problems] == [78336, 2048, 5632]
+    # Real counts for the problems of seeds 0, 1, 2 (3, 3 and 2 terms; 1 and 2 of them products).
+    assert [p.num_rationales() for p in problems] == [128, 96, 1024]
     for problem in problems:
         rng = np.random.default_rng(123)
         distinct = {problem.sample_rationale(rng) for _ in range(200)}
-        assert len(distinct) >= 185
+        n = problem.num_rationales()
+        expected = n * (1 - (1 - 1 / n) ** 200)  # distinct strings in 200 uniform draws
+        assert len(distinct) >= 0.9 * expected
     counts = [p.num_rationales() for p in _problems(2, 300)]
-    assert min(counts) >= 16
-    assert np.median(counts) >= 256
+    assert min(counts) >= 4  # one subtraction: 4 phrasings of its single order
+    assert np.median(counts) >= 48
 
 
 def test_count_matches_enumeration():
