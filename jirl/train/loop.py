@@ -114,6 +114,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     summary: dict[str, Any] = {"workdir": os.path.abspath(workdir), "num_params": cfg_model.num_params()}
     if config.eval.at_start:
         summary["initial_answer_accuracy"] = evaluate_answers(state.params)["accuracy"]
+        writer.write(0, {"eval_answer_accuracy": summary["initial_answer_accuracy"]})
         print(f"validation answer accuracy before training: {summary['initial_answer_accuracy']:.1%}")
 
     steps = int(config.train.steps)

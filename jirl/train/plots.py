@@ -29,6 +29,8 @@ def plot_training_curves(workdir: str) -> str:
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 ax.plot(*zip(*points), marker="." if key.startswith("eval_") else None, label=key)
+        if keys[0].endswith("accuracy"):
+            ax.set_ylim(0.0, 1.0)
         ax.set_xlabel("step")
         ax.set_title(keys[0])
         ax.legend(fontsize="small")
