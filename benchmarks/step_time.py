@@ -1,15 +1,17 @@
 """Train-step time of IQLearn against MLE: same model, same batch, alternated in one process.
 
-    python benchmarks/step_time.py [--preset small] [--batch 16] [--seq 256] [--vocab 0] [--repeats 30]
+    python benchmarks/step_time.py [--preset small] [--batch 16] [--seq 192] [--vocab 0] [--repeats 30]
 
 Prints one JSON line: both medians (seconds per step) and "ratio" = iqlearn / mle (target <= 1.03).
---vocab N overrides the preset's vocabulary, to weigh the loss as real vocabularies do.
+The optimizer is the one of experiments/arith.py; --vocab N overrides the preset's vocabulary, to
+weigh the loss as real vocabularies do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -17,10 +19,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from jirl import losses, models
+from jirl.experiment import load_config
 from jirl.train import create_train_state, make_optimizer, make_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:
@@ -35,18 +39,7 @@ def main() -> None:
 
     overrides = {"vocab_size": args.vocab} if args.vocab else {}
     cfg = models.get_config(args.preset, **overrides)
-    train_cfg = ConfigDict(
-        dict(
-            steps=1000,
-            learning_rate=1e-3,
-            warmup_steps=10,
-            end_lr_ratio=0.1,
-            weight_decay=0.1,
-            grad_clip=1.0,
-            b1=0.9,
-            b2=0.99,
-        )
-    )
+    train_cfg = load_config(os.path.join(ROOT, "experiments", "arith.py"), "mle").train
     tx, schedule = make_optimizer(train_cfg)
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)

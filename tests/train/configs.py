@@ -2,15 +2,14 @@
 
 import os
 
-from ml_collections import config_flags
+from jirl.experiment import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARITH = os.path.join(ROOT, "experiments", "arith.py")
 
 
 def load_arith(objective="iqlearn"):
-    module = config_flags.config_flags._LoadConfigModule("arith", ARITH)  # noqa: SLF001
-    return module.get_config(objective)
+    return load_config(ARITH, objective)
 
 
 def tiny_config(data_dir, objective="iqlearn", steps=8):

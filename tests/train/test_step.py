@@ -4,23 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
+from configs import load_arith
 
 from jirl import losses, models
 from jirl.train import check_batch, create_train_state, make_eval_step, make_optimizer, make_train_step
 
-TRAIN = ConfigDict(
-    dict(
-        steps=10,
-        learning_rate=1e-2,
-        warmup_steps=0,
-        end_lr_ratio=0.1,
-        weight_decay=0.1,
-        grad_clip=1.0,
-        b1=0.9,
-        b2=0.99,
-    )
-)
+TRAIN = load_arith().train
+TRAIN.update(learning_rate=1e-2, warmup_steps=0)
 
 
 def _batch(b=2, t=16, vocab=259, seed=0):
