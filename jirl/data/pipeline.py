@@ -3,7 +3,7 @@
 Each batch is a dict of [B, T] numpy arrays in the layout of DESIGN.md: inputs,
 targets (int32), loss_mask (float32), segment_ids and positions (int32). The
 iterator is a grain `DatasetIterator`, so `get_state()` / `set_state()` resume
-it exactly (the state goes into the train checkpoint).
+it exactly (for resuming a run from a checkpoint).
 """
 
 import functools
@@ -16,7 +16,6 @@ from absl import flags
 from jirl.data.tasks import Task
 from jirl.data.tokenizer import ByteTokenizer
 
-PACKING_BINS_PER_ROW = 4  # more open bins than rows: fuller rows, little extra memory
 FEATURES = ("inputs", "targets", "loss_mask")
 
 
@@ -123,7 +122,7 @@ def make_batches(
         rows = grain.experimental.FirstFitPackIterDataset(
             rows,
             length_struct={k: seq_len for k in FEATURES},
-            num_packing_bins=PACKING_BINS_PER_ROW * batch_size,
+            num_packing_bins=batch_size,
             seed=seed,
             shuffle_bins=shuffle,
         ).map(_from_packed)
