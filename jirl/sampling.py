@@ -112,7 +112,8 @@ def generate(
             )
         length = min(length, max_len - max_new_tokens)
         n_real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - n_real) if len(prompts) > batch_size else []
+        if len(prompts) > batch_size:  # a short last chunk is padded: every chunk compiles once
+            chunk += [chunk[-1]] * (batch_size - n_real)
         block, lengths = left_pad(chunk, length, pad_id)
         rng, sub = jax.random.split(rng)
         out = np.asarray(

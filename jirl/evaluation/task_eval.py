@@ -6,7 +6,7 @@ from typing import Any
 
 from flax import nnx
 
-from jirl import sampling
+from jirl import data, sampling
 from jirl.evaluation import answers
 
 
@@ -26,8 +26,6 @@ def answer_accuracy_on_split(
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Decodes a response for the first `num_examples` prompts of `split`; GSM8K-style `#### N` accuracy."""
-    from jirl import data  # evaluation sits above data; imported here to keep module import light
-
     prompts = data.eval_prompts(
         task, split, data_dir=data_dir, tokenizer=tokenizer, limit=num_examples, task_config=task_config
     )

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jirl import losses, models
+from jirl import data, losses, models
+from jirl.evaluation.task_eval import answer_accuracy_on_split
 from jirl.train import plots
 from jirl.train.metrics_writer import MetricsWriter
 from jirl.train.optimizer import make_optimizer
@@ -46,9 +47,6 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Trains as `config` says, writing metrics, plots and a summary to `workdir`; returns the summary."""
-    from jirl import data
-    from jirl.evaluation.task_eval import answer_accuracy_on_split
-
     cfg_model = model_config(config)
     loss_fn = loss_function(config)
     task = data.get_task(config.task.name)

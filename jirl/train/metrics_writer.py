@@ -12,9 +12,14 @@ import numpy as np
 class MetricsWriter:
     """Appends `{"step": ..., **scalars}` lines to metrics.jsonl and writes the same to TensorBoard."""
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    def __init__(self, workdir: str, tensorboard: bool = True, start_step: int = 0):
+        """Records of steps >= `start_step` left by an earlier run in `workdir` are dropped."""
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            kept = [r for r in read_metrics(workdir) if r["step"] < start_step]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: optional at analysis time
