@@ -1,11 +1,12 @@
 """`jirl train --config experiments/arith.py:iqlearn --workdir DIR [--config.KEY=VALUE ...]`.
 
 Bad input (an unknown config key, objective, preset or task, a malformed batch) is reported as
-one line on stderr and exit status 2, never a traceback.
+one line on stderr and exit status 2, never a traceback (set JIRL_TRACEBACK=1 to see one).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[argv[0]](argv[1:])
     except (UsageError, ValueError) as e:
+        if os.environ.get("JIRL_TRACEBACK"):  # developers: the full traceback instead of one line
+            raise
         return _fail(_one_line(e))
     except KeyboardInterrupt:
         return _fail("interrupted")

@@ -1,14 +1,31 @@
 """Task registry: a TFDS dataset plus how its examples become prompt/response."""
 
+import contextlib
 import dataclasses
+import io
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from jirl.data import arith_builder
 from jirl.evaluation.answers import extract_answer
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Silences TFDS's messages while it builds: they speak of downloads a generated task never makes."""
+    tfds.disable_progress_bar()
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _text(value: Any) -> str:
@@ -46,11 +63,15 @@ class Task:
 
     def prepare(self, data_dir: str, config: str = "default") -> None:
         """Builds the dataset under `data_dir` unless it is already there."""
-        builder = self._builder(data_dir, config)
-        if builder.is_prepared():
-            return
-        tfds.disable_progress_bar()
-        builder.download_and_prepare()
+        with _quiet_tfds():
+            builder = self._builder(data_dir, config)
+            if builder.is_prepared():
+                return
+            print(
+                f"jirl: writing task '{self.name}' ({config}) as ArrayRecord under {data_dir} (once)",
+                file=sys.stderr,
+            )
+            builder.download_and_prepare()
 
     def source(self, split: str, data_dir: str, config: str = "default") -> Sequence[Mapping[str, Any]]:
         """Random-access records of `split` (run `prepare` first)."""
