@@ -5,7 +5,7 @@ Run:
   jirl train --config experiments/arith.py:mle --workdir runs/arith_mle --config.train.steps=200
 
 The two objectives differ only in the `loss` block. The defaults train the 1.2M-parameter `small`
-decoder for 1000 steps (about 6 minutes on two CPU cores); validation answer accuracy (greedy,
+decoder for 1000 steps (about 7 minutes on two CPU cores); validation answer accuracy (greedy,
 `#### N` graded as GSM8K) goes from 0% untrained to about a third; the README has the measured figure.
 Set `eval.answers_every` to follow answer accuracy during training, `eval.at_start` to measure it
 before the first step.
