@@ -33,6 +33,7 @@ def get_config(objective: str = "iqlearn") -> ConfigDict:
             batch_size=16,
             seed=0,
             log_every=20,
+            checkpoint_every=250,
             learning_rate=5e-3,
             warmup_steps=50,
             end_lr_ratio=0.1,
@@ -42,6 +43,7 @@ def get_config(objective: str = "iqlearn") -> ConfigDict:
             b2=0.99,
         )
     )
+    config.checkpoint = ConfigDict(dict(keep=3))
     config.loss = ConfigDict(OBJECTIVES[objective])
     config.eval = ConfigDict(
         dict(

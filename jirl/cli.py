@@ -62,6 +62,8 @@ def _train(args: list[str]) -> int:
     from jirl.train import train  # after flag parsing: bad flags fail fast, before jax loads
 
     summary = train(flag_values.config, flag_values.workdir, progress=flag_values.progress)
+    if "stopped_at" in summary:  # SIGTERM/SIGINT: saved, and the same command resumes
+        return 0
     print(
         f"validation answer accuracy: {summary['answer_accuracy']:.1%} "
         f"({summary['answer_examples']} problems, greedy decoding)"
@@ -87,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("JIRL_TRACEBACK"):  # developers: the full traceback instead of one line
             raise
         return _fail(_one_line(e))
-    except KeyboardInterrupt:
-        return _fail("interrupted")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from jirl import data, losses, models
 from jirl.evaluation.task_eval import answer_accuracy_on_split
 from jirl.train import plots
+from jirl.train.checkpoint import Checkpointer, abstract
 from jirl.train.metrics_writer import MetricsWriter
 from jirl.train.optimizer import make_optimizer
 from jirl.train.state import create_train_state
@@ -84,9 +86,16 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     train_batches = data.make_batches(task, "train", seed=config.train.seed, shuffle=True, **batch_args)
 
     graphdef, state = create_train_state(cfg_model, tx, config.train.seed)
+    checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
+    start_step = 0
+    restored = checkpointer.restore_latest(abstract(state))
+    if restored is not None:
+        start_step, state, data_state = restored
+        train_batches.set_state(data_state)
+        print(f"jirl: resuming from the checkpoint at step {start_step}")
     train_step = make_train_step(graphdef, loss_fn, tx, schedule)
     eval_step = make_eval_step(graphdef, loss_fn)
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, start_step=start_step + 1 if start_step else 0)
 
     def evaluate_loss(params) -> dict[str, float]:
         batches = data.make_batches(task, "validation", seed=0, shuffle=False, num_epochs=1, **batch_args)
@@ -110,15 +119,24 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         )
 
     summary: dict[str, Any] = {"workdir": os.path.abspath(workdir), "num_params": cfg_model.num_params()}
-    if config.eval.at_start:
+    if config.eval.at_start and start_step == 0:
         summary["initial_answer_accuracy"] = evaluate_answers(state.params)["accuracy"]
         writer.write(0, {"eval_answer_accuracy": summary["initial_answer_accuracy"]})
         print(f"validation answer accuracy before training: {summary['initial_answer_accuracy']:.1%}")
 
     steps = int(config.train.steps)
-    bar = tqdm(total=steps, desc=f"train {config.loss.name}", disable=not progress, dynamic_ncols=True)
+    every = int(config.train.checkpoint_every)
+    stop = _StopRequest()
+    bar = tqdm(
+        total=steps,
+        initial=start_step,
+        desc=f"train {config.loss.name}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     window_start, window_tokens = time.perf_counter(), 0.0
-    for step in range(1, steps + 1):
+    step = start_step
+    for step in range(start_step + 1, steps + 1):
         batch = next(train_batches)
         check_batch(batch, cfg_model.vocab_size)
         state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
@@ -142,14 +160,22 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
             writer.write(step, record)
         if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
             window_start, window_tokens = time.perf_counter(), 0.0
+        if step == steps or stop.requested or (every and step % every == 0):
+            checkpointer.save(step, state, train_batches.get_state(), config.to_json())
+        if stop.requested:
+            break
     bar.close()
     writer.close()
-    summary.update(
-        steps=steps,
-        final_loss=float(metrics["loss"]),
-        answer_accuracy=answers["accuracy"],
-        answer_examples=answers["num_examples"],
-    )
+    checkpointer.close()
+    stop.restore()
+    summary.update(steps=step, checkpoint=checkpointer.directory)
+    if step < steps:
+        print(f"jirl: stopped by signal after step {step}; the checkpoint there resumes the run")
+        summary["stopped_at"] = step
+        return summary
+    if start_step == steps:  # a finished run, started again: evaluate the final state
+        answers = evaluate_answers(state.params)
+    summary.update(answer_accuracy=answers["accuracy"], answer_examples=answers["num_examples"])
     with open(os.path.join(workdir, "samples.jsonl"), "w") as f:
         for example in answers["examples"]:
             f.write(json.dumps(example) + "\n")
@@ -157,3 +183,27 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+class _StopRequest:
+    """SIGTERM or SIGINT ask the loop to save at the next step boundary and stop (exit status 0)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they were
+            self._previous = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        self.requested = True
+        print(f"\njirl: {signal.Signals(signum).name} received; saving a checkpoint after this step")
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

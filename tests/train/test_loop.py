@@ -47,8 +47,9 @@ def test_a_different_seed_gives_a_different_run(tiny_data_dir, tmp_path):
     assert read_metrics(str(tmp_path / "a"))[0]["loss"] != read_metrics(str(tmp_path / "b"))[0]["loss"]
 
 
-def test_a_second_run_in_the_same_workdir_replaces_the_metrics(tiny_data_dir, tmp_path):
+def test_a_finished_run_started_again_resumes_at_its_end(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, steps=4)
-    train(config, str(tmp_path), progress=False)
-    train(config, str(tmp_path), progress=False)
+    first = train(config, str(tmp_path), progress=False)
+    again = train(config, str(tmp_path), progress=False)
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [2, 4]
+    assert again["answer_accuracy"] == first["answer_accuracy"]

@@ -1,0 +1,71 @@
+"""Orbax checkpoints of one run: train state, data-iterator state and config, saved together.
+
+A checkpoint at step s holds everything needed to continue as if the run never stopped: the
+state after s steps and the position of the data iterator after s batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+    """Async saves under WORKDIR/checkpoints, keeping the last `keep`; restores the newest readable one."""
+
+    def __init__(self, workdir: str, *, keep: int):
+        if keep < 1:
+            raise ValueError(f"checkpoint.keep={keep} must be at least 1.")
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=True
+            ),
+        )
+
+    def save(self, step: int, state: Any, data_state: dict[str, Any], config_json: str) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_state),
+                config=ocp.args.JsonSave(json.loads(config_json)),
+            ),
+            force=True,
+        )
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """(step, state, data_state) of the newest checkpoint that reads back; None when there is none."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                    ),
+                )
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the one before
+                logging.warning(
+                    "checkpoint %s/%d is unreadable (%s); trying the one before.",
+                    self.directory,
+                    step,
+                    " ".join(str(e).split())[:200],
+                )
+                continue
+            return step, restored.state, restored.data
+        return None
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of `tree`, as a restore target."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
