@@ -26,6 +26,7 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/input_pipeline.py
 
 clean:
 	rm -rf $(VENV) runs data *.egg-info

@@ -164,18 +164,22 @@ def test_each_epoch_is_reshuffled(data_dir):
     assert first != second
 
 
-def test_process_slices_partition_the_split(data_dir):
+@pytest.mark.parametrize("count,shuffle,pack", [(2, False, False), (4, True, True), (4, False, True)])
+def test_process_slices_partition_the_epoch(data_dir, count, shuffle, pack):
+    """Simulated processes of a multi-host run: disjoint slices whose union is the whole epoch."""
+
     def questions(index):
         batches = _batches(
-            data_dir, pack=False, shuffle=False, num_epochs=1, process_index=index, process_count=2
+            data_dir, pack=pack, shuffle=shuffle, num_epochs=1, process_index=index, process_count=count
         )
         return [tok.decode(s["inputs"]) for b in batches for s in _segments(b)]
 
-    zero, one = questions(0), questions(1)
-    assert len(zero) == len(one) == 32
-    assert not set(zero) & set(one)
+    slices = [questions(i) for i in range(count)]
+    assert [len(s) for s in slices] == [64 // count] * count
+    for a, b in itertools.combinations(slices, 2):
+        assert not set(a) & set(b)
     everything = {tok.decode(k) for k in _examples(data_dir)}
-    assert set(zero) | set(one) == everything
+    assert set().union(*slices) == everything
 
 
 def test_iterator_state_resumes(data_dir):
