@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("JIRL_TRACEBACK"):  # developers: the full traceback instead of one line
             raise
         return _fail(_one_line(e))
+    except KeyboardInterrupt:  # outside the training steps, where SIGINT saves and stops cleanly
+        print("jirl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ class Checkpointer:
         )
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
-        """(step, state, data_state) of the newest checkpoint that reads back; None when there is none."""
+        """(step, state, data_state) of the newest checkpoint that reads back; None when there is none.
+
+        An unreadable checkpoint is skipped with a warning; when none reads back, a ValueError (a run
+        must not start over on top of another run's checkpoints).
+        """
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 restored = self.manager.restore(
@@ -59,6 +63,13 @@ class Checkpointer:
                 )
                 continue
             return step, restored.state, restored.data
+        if self.manager.all_steps():
+            self.close()
+            raise ValueError(
+                f"no checkpoint in {self.directory} can be restored for this config (steps "
+                f"{sorted(self.manager.all_steps())}); resume with the config that wrote them, or use a "
+                "new --workdir. They were left untouched."
+            )
         return None
 
     def close(self) -> None:

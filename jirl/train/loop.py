@@ -69,10 +69,6 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         )
     tx, schedule = make_optimizer(config.train)
 
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-
     data_dir = os.path.expanduser(config.task.data_dir)
     task.prepare(data_dir, config.task.config)
     batch_args = dict(
@@ -93,6 +89,8 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         start_step, state, data_state = restored
         train_batches.set_state(data_state)
         print(f"jirl: resuming from the checkpoint at step {start_step}")
+    with open(os.path.join(workdir, "config.json"), "w") as f:  # after the restore check
+        f.write(config.to_json(indent=2))
     train_step = make_train_step(graphdef, loss_fn, tx, schedule)
     eval_step = make_eval_step(graphdef, loss_fn)
     writer = MetricsWriter(workdir, start_step=start_step + 1 if start_step else 0)
@@ -134,40 +132,42 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         disable=not progress,
         dynamic_ncols=True,
     )
-    window_start, window_tokens = time.perf_counter(), 0.0
-    step = start_step
-    for step in range(start_step + 1, steps + 1):
-        batch = next(train_batches)
-        check_batch(batch, cfg_model.vocab_size)
-        state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
-        window_tokens += (
-            float(np.sum(batch["segment_ids"] > 0)) if "segment_ids" in batch else batch["inputs"].size
-        )
-        bar.update(1)
-        record: dict[str, Any] = {}
-        if step % config.train.log_every == 0 or step == steps:
-            metrics = jax.device_get(metrics)
-            elapsed = time.perf_counter() - window_start
-            record.update(metrics, tokens_per_sec=window_tokens / elapsed)
-            window_start, window_tokens = time.perf_counter(), 0.0
-            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
-        if config.eval.every and (step % config.eval.every == 0 or step == steps):
-            record.update(evaluate_loss(state.params))
-        if step == steps or (config.eval.answers_every and step % config.eval.answers_every == 0):
-            answers = evaluate_answers(state.params)
-            record["eval_answer_accuracy"] = answers["accuracy"]
-        if record:
-            writer.write(step, record)
-        if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
-            window_start, window_tokens = time.perf_counter(), 0.0
-        if step == steps or stop.requested or (every and step % every == 0):
-            checkpointer.save(step, state, train_batches.get_state(), config.to_json())
-        if stop.requested:
-            break
-    bar.close()
-    writer.close()
-    checkpointer.close()
-    stop.restore()
+    try:
+        window_start, window_tokens = time.perf_counter(), 0.0
+        step = start_step
+        for step in range(start_step + 1, steps + 1):
+            batch = next(train_batches)
+            check_batch(batch, cfg_model.vocab_size)
+            state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+            window_tokens += (
+                float(np.sum(batch["segment_ids"] > 0)) if "segment_ids" in batch else batch["inputs"].size
+            )
+            bar.update(1)
+            record: dict[str, Any] = {}
+            if step % config.train.log_every == 0 or step == steps:
+                metrics = jax.device_get(metrics)
+                elapsed = time.perf_counter() - window_start
+                record.update(metrics, tokens_per_sec=window_tokens / elapsed)
+                window_start, window_tokens = time.perf_counter(), 0.0
+                bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
+            if config.eval.every and (step % config.eval.every == 0 or step == steps):
+                record.update(evaluate_loss(state.params))
+            if step == steps or (config.eval.answers_every and step % config.eval.answers_every == 0):
+                answers = evaluate_answers(state.params)
+                record["eval_answer_accuracy"] = answers["accuracy"]
+            if record:
+                writer.write(step, record)
+            if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
+                window_start, window_tokens = time.perf_counter(), 0.0
+            if step == steps or stop.requested or (every and step % every == 0):
+                checkpointer.save(step, state, train_batches.get_state(), config.to_json())
+            if stop.requested:
+                break
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+        stop.restore()
     summary.update(steps=step, checkpoint=checkpointer.directory)
     if step < steps:
         print(f"jirl: stopped by signal after step {step}; the checkpoint there resumes the run")

@@ -111,3 +111,17 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     step, restored, data_state = checkpointer.restore_latest(abstract(state))
     checkpointer.close()
     assert step == 1 and data_state == {"at": 1} and int(restored.step) == 1
+
+
+def test_checkpoints_of_another_config_are_refused_and_left_untouched(tiny_data_dir, tmp_path, capsys):
+    from jirl import cli
+
+    args = _command(tmp_path, tiny_data_dir)[3:]
+    args = [a.replace(f"steps={STEPS}", "steps=4").replace("every=50", "every=2") for a in args]
+    assert cli.main(args) == 0
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").iterdir())
+    config_before = (tmp_path / "config.json").read_text()
+    assert cli.main(args + ["--config.model.preset=small"]) == 2
+    assert "can be restored for this config" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").iterdir()) == before
+    assert (tmp_path / "config.json").read_text() == config_before
