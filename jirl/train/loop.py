@@ -93,7 +93,8 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         f.write(config.to_json(indent=2))
     train_step = make_train_step(graphdef, loss_fn, tx, schedule)
     eval_step = make_eval_step(graphdef, loss_fn)
-    writer = MetricsWriter(workdir, start_step=start_step + 1 if start_step else 0)
+    # The first step this run logs: 0 (at-start evaluation) when fresh, the step after the checkpoint when resumed.
+    writer = MetricsWriter(workdir, start_step=0 if restored is None else start_step + 1)
 
     def evaluate_loss(params) -> dict[str, float]:
         batches = data.make_batches(task, "validation", seed=0, shuffle=False, num_epochs=1, **batch_args)

@@ -13,7 +13,8 @@ class MetricsWriter:
     """Appends `{"step": ..., **scalars}` lines to metrics.jsonl and writes the same to TensorBoard."""
 
     def __init__(self, workdir: str, tensorboard: bool = True, start_step: int = 0):
-        """Records of steps >= `start_step` left by an earlier run in `workdir` are dropped."""
+        """`start_step`: the first step this run logs; records of it or later, left by an earlier
+        (interrupted) run in `workdir`, are dropped so that the file holds one record per step."""
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
