@@ -93,7 +93,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         f.write(config.to_json(indent=2))
     train_step = make_train_step(graphdef, loss_fn, tx, schedule)
     eval_step = make_eval_step(graphdef, loss_fn)
-    # The first step this run logs: 0 (at-start evaluation) when fresh, the step after the checkpoint when resumed.
+    # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
     writer = MetricsWriter(workdir, start_step=0 if restored is None else start_step + 1)
 
     def evaluate_loss(params) -> dict[str, float]:
