@@ -1,4 +1,5 @@
-"""`jirl train --config experiments/arith.py:iqlearn --workdir DIR [--config.KEY=VALUE ...]`.
+"""`jirl train --config experiments/arith.py:iqlearn --workdir DIR [--config.KEY=VALUE ...]`;
+`jirl prepare --task NAME --source PATH [--task_config C] [--data_dir DIR] [--vocab_size N]`.
 
 Bad input (an unknown config key, objective, preset or task, a malformed batch) is reported as
 one line on stderr and exit status 2, never a traceback (set JIRL_TRACEBACK=1 to see one).
@@ -13,6 +14,10 @@ from absl import flags
 from ml_collections import config_flags
 
 USAGE = "usage: jirl train --config experiments/FILE.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]"
+PREPARE_USAGE = (
+    "usage: jirl prepare --task NAME (--source PATH | --catalog) [--task_config C] [--data_dir DIR] "
+    "[--prompt_field F --response_field F --reference_field F] [--vocab_size N]"
+)
 
 
 class UsageError(ValueError):
@@ -37,15 +42,21 @@ def _parse_train_flags(argv: list[str]):
     flags.DEFINE_string("workdir", None, "Output directory.", flag_values=flag_values)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=flag_values)
     try:
-        flag_values(["jirl"] + argv)
-    except flags.Error as e:
-        raise UsageError(_one_line(e)) from None
+        _parse_flags(flag_values, argv)
     except (KeyError, AttributeError, TypeError) as e:  # raised by config overrides
         raise UsageError(f"bad config override: {_one_line(e)}") from None
     if flag_values.config is None:
         raise UsageError(f"--config is required; {USAGE}")
     if not flag_values.workdir:
         raise UsageError(f"--workdir is required; {USAGE}")
+    return flag_values
+
+
+def _parse_flags(flag_values: flags.FlagValues, argv: list[str]) -> flags.FlagValues:
+    try:
+        flag_values(["jirl"] + argv)
+    except flags.Error as e:
+        raise UsageError(_one_line(e)) from None
     return flag_values
 
 
@@ -64,18 +75,57 @@ def _train(args: list[str]) -> int:
     summary = train(flag_values.config, flag_values.workdir, progress=flag_values.progress)
     if "stopped_at" in summary:  # SIGTERM/SIGINT: saved, and the same command resumes
         return 0
-    print(
-        f"validation answer accuracy: {summary['answer_accuracy']:.1%} "
-        f"({summary['answer_examples']} problems, greedy decoding)"
-    )
-    print(
-        f"outputs in {summary['workdir']}: metrics.jsonl, tensorboard/, curves.png, samples.jsonl, "
-        "summary.json"
-    )
+    outputs = "metrics.jsonl, tensorboard/, curves.png, summary.json"
+    if "answer_accuracy" in summary:
+        print(
+            f"{flag_values.config.eval.get('split', 'validation')} answer accuracy: "
+            f"{summary['answer_accuracy']:.1%} ({summary['answer_examples']} problems, greedy decoding)"
+        )
+        outputs += ", samples.jsonl"
+    print(f"outputs in {summary['workdir']}: {outputs}")
     return 0
 
 
-COMMANDS = {"train": _train}
+def _prepare(args: list[str]) -> int:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("task", None, "Task name.", flag_values=fv)
+    flags.DEFINE_string("source", None, "The downloaded files (a folder or a .jsonl file).", flag_values=fv)
+    flags.DEFINE_bool("catalog", False, "Download through the TFDS catalog builder instead.", flag_values=fv)
+    flags.DEFINE_string(
+        "task_config", "default", "Task variant (wmt: SRC-TGT; jsonl: a name).", flag_values=fv
+    )
+    flags.DEFINE_string("data_dir", "data", "Where prepared datasets live.", flag_values=fv)
+    for name in ("prompt_field", "response_field", "reference_field"):
+        flags.DEFINE_string(name, None, "jsonl: the field (dotted for nested).", flag_values=fv)
+    flags.DEFINE_integer("vocab_size", 0, "Also train a SentencePiece model of this size.", flag_values=fv)
+    _parse_flags(fv, args)
+    if not fv.task:
+        raise UsageError(f"--task is required; {PREPARE_USAGE}")
+    from jirl import data  # after flag parsing: bad flags fail fast, before jax loads
+
+    task = data.get_task(fv.task)
+    fields = {k: fv[k].value for k in ("prompt_field", "response_field", "reference_field") if fv[k].value}
+    if fields and task.name != "jsonl":
+        raise UsageError(
+            f"--{next(iter(fields))} is for task jsonl only; task '{task.name}' has fixed fields."
+        )
+    task.prepare(fv.data_dir, fv.task_config, fv.source, catalog=fv.catalog, **fields)
+    for split in task.splits:
+        try:
+            count = len(task.source(split, fv.data_dir, fv.task_config))
+        except ValueError:  # a split the source did not have
+            continue
+        print(f"{task.name} {split}: {count} examples")
+    if fv.vocab_size:
+        path = data.task_sentencepiece(task, fv.data_dir, fv.task_config, fv.vocab_size)
+        print(
+            f"SentencePiece model: {path}; train with --config.tokenizer.kind=sentencepiece "
+            f"--config.tokenizer.path={path} --config.model.vocab_size=-1"
+        )
+    return 0
+
+
+COMMANDS = {"train": _train, "prepare": _prepare}
 
 
 def main(argv: list[str] | None = None) -> int:

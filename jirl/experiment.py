@@ -1,11 +1,71 @@
-"""Loading an experiment file (`experiments/NAME.py` with `get_config(arg)`) outside the CLI."""
+"""Experiment files: the blocks they share, and loading one (`experiments/NAME.py` with `get_config(arg)`).
+
+An experiment file builds its config from `base_config(task, objective)` and changes what its task
+needs; the objective is always the `loss` block, one of `OBJECTIVES`, so swapping it is one word.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 from ml_collections import ConfigDict
+
+OBJECTIVES = {
+    "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0),
+    "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False),
+}
+
+
+def objective_block(objective: str) -> ConfigDict:
+    """The `loss` block of `objective` (mle | iqlearn)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective '{objective}'; accepted: {sorted(OBJECTIVES)}.")
+    return ConfigDict(OBJECTIVES[objective])
+
+
+def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
+    """Every block a run reads, with defaults sized for the `small` model on a CPU.
+
+    task: the `task` block (name, config, data_dir, seq_len, pack, and for local tasks source).
+    """
+    config = ConfigDict()
+    config.task = ConfigDict(dict(dict(config="default", data_dir="data", pack=True), **task))
+    config.tokenizer = ConfigDict(dict(kind="byte", path="", vocab_size=0))
+    # An unrolled layer loop is ~12% faster than scan for the small model on XLA:CPU.
+    config.model = ConfigDict(dict(preset="small", dtype="float32", remat="none", scan_layers=False))
+    config.train = ConfigDict(
+        dict(
+            steps=1000,
+            batch_size=16,
+            seed=0,
+            log_every=20,
+            checkpoint_every=250,
+            learning_rate=5e-3,
+            warmup_steps=50,
+            end_lr_ratio=0.1,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            b1=0.9,
+            b2=0.99,
+        )
+    )
+    config.checkpoint = ConfigDict(dict(keep=3))
+    config.loss = objective_block(objective)
+    config.eval = ConfigDict(
+        dict(
+            split="validation",
+            every=250,
+            loss_batches=4,
+            answers_every=0,
+            num_examples=200,
+            max_new_tokens=80,
+            temperature=0.0,
+            at_start=False,
+        )
+    )
+    return config
 
 
 def load_config(path: str, *args: str) -> ConfigDict:

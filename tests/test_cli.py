@@ -11,6 +11,9 @@ from jirl import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARITH = os.path.join(ROOT, "experiments", "arith.py")
+GSM8K = os.path.join(ROOT, "experiments", "gsm8k.py")
+JSONL = os.path.join(ROOT, "experiments", "jsonl.py")
+FIXTURES = os.path.join(ROOT, "tests", "data", "fixtures")
 
 
 def _run(*args):
@@ -22,7 +25,7 @@ def _run(*args):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["fly"], "unknown command 'fly'; accepted: ['train']"),
+        (["fly"], "unknown command 'fly'; accepted: ['train', 'prepare']"),
         (["train", f"--config={ARITH}:iqlearn", "--workdir=w", "--config.train.stepz=3"], "stepz"),
         (["train", f"--config={ARITH}:ppo", "--workdir=w"], "unknown objective 'ppo'"),
         (
@@ -32,10 +35,32 @@ def _run(*args):
         (["train", f"--config={ARITH}", "--workdir=w", "--config.loss.name=ppo"], "unknown loss 'ppo'"),
         (["train", f"--config={ARITH}", "--workdir=w", "--config.task.name=imagenet"], "imagenet"),
         (["train", f"--config={ARITH}"], "--workdir is required"),
+        (
+            ["train", f"--config={GSM8K}", "--workdir=w", "--config.task.data_dir=w_data"],
+            "task 'gsm8k' (config 'default') is not prepared under w_data; run `jirl prepare --task gsm8k",
+        ),
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.eval.split=dev"],
+            "eval.split='dev' is not a split of task 'arith'",
+        ),
+        (["prepare", "--source=x"], "--task is required"),
+        (["prepare", "--task=mnist"], "Unknown task 'mnist'"),
+        (["prepare", "--task=tldr", "--data_dir=w_data"], "run `jirl prepare --task tldr --source PATH`"),
+        (
+            ["prepare", "--task=gsm8k", f"--source={FIXTURES}/tldr", "--data_dir=w_data"],
+            "tldr/train.jsonl:1 has no field 'question'",
+        ),
+        (
+            ["prepare", "--task=jsonl", f"--source={FIXTURES}/jsonl/qa.jsonl", "--data_dir=w_data"],
+            "qa.jsonl:1 has no field 'prompt' (it has ['instruction', 'meta', 'source'])",
+        ),
+        (["prepare", "--task=gsm8k", "--prompt_field=q"], "--prompt_field is for task jsonl only"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     args = [a.replace("--workdir=w", f"--workdir={tmp_path / 'w'}") for a in args]
+    args = [a.replace("=w_data", f"={tmp_path / 'w_data'}") for a in args]
+    message = message.replace("w_data", str(tmp_path / "w_data"))
     result = _run(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -69,3 +94,83 @@ def test_train_end_to_end_in_process(tiny_data_dir, tmp_path, capsys):
     assert "validation answer accuracy:" in out and str(workdir) in out
     with open(workdir / "summary.json") as f:
         assert json.load(f)["steps"] == 4
+
+
+def test_prepare_then_train_a_local_task_with_its_own_sentencepiece(tmp_path, capsys):
+    """`jirl prepare` reads the shipped GSM8K files and trains a vocabulary; `jirl train` then uses both."""
+    data_dir = tmp_path / "data"
+    code = cli.main(
+        [
+            "prepare",
+            "--task=gsm8k",
+            f"--source={FIXTURES}/gsm8k",
+            f"--data_dir={data_dir}",
+            "--vocab_size=330",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "gsm8k train: 6 examples" in out and "gsm8k test: 2 examples" in out
+    assert (
+        "--config.tokenizer.path=" in out and (data_dir / "tokenizers" / "gsm8k-default-sp330.model").exists()
+    )
+    workdir = tmp_path / "run"
+    code = cli.main(
+        [
+            "train",
+            f"--config={GSM8K}:iqlearn",
+            f"--workdir={workdir}",
+            "--progress=false",
+            "--config.model.preset=tiny",
+            f"--config.task.data_dir={data_dir}",
+            "--config.tokenizer.vocab_size=330",
+            "--config.task.seq_len=128",
+            "--config.train.steps=2",
+            "--config.train.batch_size=2",
+            "--config.train.log_every=1",
+            "--config.eval.every=0",
+            "--config.eval.num_examples=2",
+            "--config.eval.max_new_tokens=4",
+        ]
+    )
+    assert code == 0
+    assert "test answer accuracy:" in capsys.readouterr().out
+    with open(workdir / "config.json") as f:
+        assert json.load(f)["model"]["vocab_size"] == -1
+    with open(workdir / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    assert all(0 <= r["truncated_fraction"] <= 1 for r in records if "loss" in r)
+
+
+def test_train_jsonl_from_source_counts_truncations(tmp_path, capsys):
+    """task.source prepares a jsonl file on the first run; a short seq_len truncates and is counted."""
+    workdir = tmp_path / "run"
+    code = cli.main(
+        [
+            "train",
+            f"--config={JSONL}:mle",
+            f"--workdir={workdir}",
+            "--progress=false",
+            "--config.model.preset=tiny",
+            f"--config.task.data_dir={tmp_path / 'data'}",
+            f"--config.task.source={FIXTURES}/jsonl/qa.jsonl",
+            "--config.task.config=qa",
+            "--config.task.prompt_field=instruction",
+            "--config.task.response_field=meta.answer",
+            "--config.task.seq_len=24",
+            "--config.task.pack=false",
+            "--config.train.steps=2",
+            "--config.train.batch_size=5",
+            "--config.train.log_every=2",
+            "--config.eval.every=2",
+            "--config.eval.loss_batches=1",
+        ]
+    )
+    assert code == 0
+    assert "answer accuracy" not in capsys.readouterr().out  # jsonl has no answer metric
+    with open(workdir / "metrics.jsonl") as f:
+        (record,) = [json.loads(line) for line in f]
+    # Prompts of the five train questions are 29-34 bytes: with BOS, EOS and the answer all exceed 24.
+    assert record["truncated_examples"] == 10 and record["truncated_fraction"] == 1.0
+    assert "eval_loss" in record

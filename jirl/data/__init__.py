@@ -1,20 +1,38 @@
-"""Tokenizers, embedded tasks, TFDS builders and the grain input pipeline."""
+"""Tokenizers, tasks (generated and local), TFDS builders and the grain input pipeline."""
 
 from jirl.data.arith import Problem, check_rationale, make_problem
-from jirl.data.pipeline import eval_prompts, make_batches, tokenize_example, truncate
+from jirl.data.pipeline import eval_prompts, make_batches, pop_stats, tokenize_example, truncate
 from jirl.data.tasks import Task, get_task, task_names
-from jirl.data.tokenizer import ByteTokenizer
+from jirl.data.tokenizer import (
+    ByteTokenizer,
+    HFTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    check_vocab,
+    get_tokenizer,
+    train_sentencepiece,
+)
+from jirl.data.vocabulary import make_tokenizer, task_sentencepiece
 
 __all__ = [
     "ByteTokenizer",
+    "HFTokenizer",
     "Problem",
+    "SentencePieceTokenizer",
     "Task",
+    "Tokenizer",
     "check_rationale",
+    "check_vocab",
     "eval_prompts",
     "get_task",
+    "get_tokenizer",
     "make_batches",
     "make_problem",
+    "make_tokenizer",
+    "pop_stats",
     "task_names",
+    "task_sentencepiece",
     "tokenize_example",
+    "train_sentencepiece",
     "truncate",
 ]

@@ -14,9 +14,12 @@ import numpy as np
 from absl import flags
 
 from jirl.data.tasks import Task
-from jirl.data.tokenizer import ByteTokenizer
+from jirl.data.tokenizer import Tokenizer
 
 FEATURES = ("inputs", "targets", "loss_mask")
+# Per-token statistics that travel with a batch but never reach the model: 1 at the first token of
+# each example whose prompt or response was cut to fit (see `pop_stats`).
+STATS = ("truncated",)
 
 
 def truncate(prompt_ids: list[int], response_ids: list[int], seq_len: int) -> tuple[list[int], list[int]]:
@@ -32,7 +35,7 @@ def truncate(prompt_ids: list[int], response_ids: list[int], seq_len: int) -> tu
 
 
 def tokenize_example(
-    prompt: str, response: str, tokenizer: ByteTokenizer, seq_len: int | None = None
+    prompt: str, response: str, tokenizer: Tokenizer, seq_len: int | None = None
 ) -> dict[str, np.ndarray]:
     """Next-token arrays for [BOS] + prompt + response + [EOS].
 
@@ -42,20 +45,32 @@ def tokenize_example(
     """
     prompt_ids = tokenizer.encode(prompt)
     response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
+    full_length = len(prompt_ids) + len(response_ids)
     if seq_len is not None:
         prompt_ids, response_ids = truncate(prompt_ids, response_ids, seq_len)
     seq = [tokenizer.bos_id] + prompt_ids + response_ids
     mask = [0.0] * len(prompt_ids) + [1.0] * len(response_ids)
+    truncated = np.zeros(len(seq) - 1, np.float32)
+    truncated[0] = float(len(prompt_ids) + len(response_ids) < full_length)
     return {
         "inputs": np.asarray(seq[:-1], np.int32),
         "targets": np.asarray(seq[1:], np.int32),
         "loss_mask": np.asarray(mask, np.float32),
+        "truncated": truncated,
     }
 
 
-def _tokenize_record(
-    record: Any, *, task: Task, tokenizer: ByteTokenizer, seq_len: int
-) -> dict[str, np.ndarray]:
+def pop_stats(batch: dict[str, np.ndarray]) -> dict[str, float]:
+    """Removes the statistics rows from `batch`; returns {examples, truncated} counts in it."""
+    truncated = batch.pop("truncated", None)
+    starts = (batch["positions"] == 0) & (batch["segment_ids"] > 0)
+    return {
+        "examples": float(np.sum(starts)),
+        "truncated": 0.0 if truncated is None else float(np.sum(truncated)),
+    }
+
+
+def _tokenize_record(record: Any, *, task: Task, tokenizer: Tokenizer, seq_len: int) -> dict[str, np.ndarray]:
     prompt, response = task.prompt_response(record)
     return tokenize_example(prompt, response, tokenizer, seq_len)
 
@@ -63,8 +78,8 @@ def _tokenize_record(
 def _pad_row(example: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
     """One example per row, zero-padded to `seq_len`; segment 1, padding 0."""
     length = len(example["inputs"])
-    row = {k: np.zeros(seq_len, example[k].dtype) for k in FEATURES}
-    for k in FEATURES:
+    row = {k: np.zeros(seq_len, example[k].dtype) for k in (*FEATURES, *STATS)}
+    for k in (*FEATURES, *STATS):
         row[k][:length] = example[k]
     row["segment_ids"] = np.zeros(seq_len, np.int32)
     row["segment_ids"][:length] = 1
@@ -75,7 +90,7 @@ def _pad_row(example: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarr
 
 def _from_packed(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Grain names segment ids per feature; all features share them here."""
-    out = {k: row[k] for k in FEATURES}
+    out = {k: row[k] for k in (*FEATURES, *STATS)}
     out["segment_ids"] = row["inputs_segment_ids"]
     out["positions"] = row["inputs_positions"]
     return out
@@ -86,7 +101,7 @@ def make_batches(
     split: str,
     *,
     data_dir: str,
-    tokenizer: ByteTokenizer,
+    tokenizer: Tokenizer,
     seq_len: int,
     batch_size: int,
     seed: int,
@@ -96,6 +111,7 @@ def make_batches(
     process_index: int = 0,
     process_count: int = 1,
     worker_count: int = 0,
+    prefetch: int = 0,
     task_config: str = "default",
 ) -> grain.DatasetIterator:
     """An iterator of [batch_size, seq_len] batches of `task`'s `split`.
@@ -103,7 +119,10 @@ def make_batches(
     Process `process_index` of `process_count` reads records
     process_index, process_index + process_count, ... The shuffle is seeded and
     differs each epoch; `num_epochs=None` repeats forever. With a finite number
-    of epochs the last batch is completed with all-zero rows.
+    of epochs the last batch is completed with all-zero rows. `worker_count` > 0
+    prepares batches in that many processes, each `prefetch` batches ahead;
+    with no workers, `prefetch` > 0 prepares them in a background thread.
+    Batches carry the `STATS` rows as well; `pop_stats` takes them out.
     """
     for key, value in (("seq_len", seq_len), ("batch_size", batch_size), ("process_count", process_count)):
         if value < 1:
@@ -112,6 +131,11 @@ def make_batches(
         raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
     source = task.source(split, data_dir, task_config)
     ds = grain.MapDataset.source(source)[process_index::process_count]
+    if len(ds) == 0:
+        raise ValueError(
+            f"process {process_index} of {process_count} has no examples; the {split} split of task "
+            f"'{task.name}' has {len(source)} examples, and each process needs at least one."
+        )
     if shuffle:
         ds = ds.shuffle(seed)
     ds = ds.repeat(num_epochs).map(
@@ -121,7 +145,7 @@ def make_batches(
     if pack:
         rows = grain.experimental.FirstFitPackIterDataset(
             rows,
-            length_struct={k: seq_len for k in FEATURES},
+            length_struct={k: seq_len for k in (*FEATURES, *STATS)},
             num_packing_bins=batch_size,
             seed=seed,
             shuffle_bins=shuffle,
@@ -134,7 +158,12 @@ def make_batches(
     if worker_count > 0:
         if not flags.FLAGS.is_parsed():  # grain workers read absl flags (defaults)
             flags.FLAGS.mark_as_parsed()
-        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        options = grain.MultiprocessingOptions(
+            num_workers=worker_count, per_worker_buffer_size=max(prefetch, 1)
+        )
+        batches = batches.mp_prefetch(options)
+    elif prefetch > 0:
+        batches = grain.experimental.ThreadPrefetchIterDataset(batches, prefetch_buffer_size=prefetch)
     return iter(batches)
 
 
@@ -143,7 +172,7 @@ def eval_prompts(
     split: str,
     *,
     data_dir: str,
-    tokenizer: ByteTokenizer,
+    tokenizer: Tokenizer,
     limit: int | None = None,
     task_config: str = "default",
 ) -> list[tuple[list[int], str]]:

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jirl.data import ByteTokenizer, eval_prompts, get_task, make_batches, tokenize_example, truncate
+from jirl.data import (
+    ByteTokenizer,
+    eval_prompts,
+    get_task,
+    make_batches,
+    pop_stats,
+    tokenize_example,
+    truncate,
+)
 from jirl.evaluation import extract_answer
 
 tok = ByteTokenizer()
@@ -18,6 +26,7 @@ KEYS = {
     "loss_mask": np.float32,
     "segment_ids": np.int32,
     "positions": np.int32,
+    "truncated": np.float32,
 }
 
 
@@ -73,6 +82,28 @@ def test_truncate_keeps_prompt_end_and_response_start():
     short = tokenize_example("abcdefgh", "AB", tok, seq_len=6)  # prompt gives way
     assert tok.decode(short["targets"]) == "fgh" + "AB"
     np.testing.assert_array_equal(short["loss_mask"], [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(short["truncated"], [1, 0, 0, 0, 0, 0])
+    whole = tokenize_example("ab", "AB", tok, seq_len=6)  # 2 + 2 + EOS = 5 targets fit
+    assert whole["truncated"].sum() == 0
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_truncations_are_counted_per_example(data_dir, pack):
+    """pop_stats counts the examples in a batch and those cut to fit, then removes the stats rows."""
+    source = task.source("train", data_dir, "tiny")
+    seq_len = 96
+    expected = 0
+    for i in range(len(source)):
+        prompt, response = task.prompt_response(source[i])
+        expected += len(tok.encode(prompt)) + len(tok.encode(response)) + 1 > seq_len
+    assert 0 < expected < len(source)  # the tiny split has both kinds at this length
+    examples = truncated = 0
+    for batch in _batches(data_dir, pack=pack, seq_len=seq_len, num_epochs=1, shuffle=False):
+        stats = pop_stats(batch)
+        assert "truncated" not in batch
+        examples += stats["examples"]
+        truncated += stats["truncated"]
+    assert (examples, truncated) == (len(source), expected)
 
 
 @given(st.integers(0, 40), st.integers(1, 40), st.integers(1, 50))
@@ -182,17 +213,16 @@ def test_process_slices_partition_the_epoch(data_dir, count, shuffle, pack):
     assert set().union(*slices) == everything
 
 
-def test_iterator_state_resumes(data_dir):
-    it = make_batches(
-        task, "train", data_dir=data_dir, tokenizer=tok, seq_len=256, batch_size=4, seed=1, task_config="tiny"
-    )
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_iterator_state_resumes(data_dir, prefetch):
+    """The state after 5 batches resumes at batch 6, also with batches prepared ahead in a thread."""
+    args = dict(data_dir=data_dir, tokenizer=tok, seq_len=256, batch_size=4, seed=1, task_config="tiny")
+    it = make_batches(task, "train", prefetch=prefetch, **args)
     for _ in range(5):
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(3)]
-    resumed = make_batches(
-        task, "train", data_dir=data_dir, tokenizer=tok, seq_len=256, batch_size=4, seed=1, task_config="tiny"
-    )
+    resumed = make_batches(task, "train", prefetch=prefetch, **args)
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)
@@ -207,6 +237,8 @@ def test_bad_arguments(data_dir):
         _batches(data_dir, 1, seq_len=0)
     with pytest.raises(ValueError, match="'dev'"):
         _batches(data_dir, 1, split="dev")
+    with pytest.raises(ValueError, match=r"process 70 of 100 has no examples; .* 64 examples"):
+        _batches(data_dir, 1, process_index=70, process_count=100)
 
 
 # --- eval_prompts ---------------------------------------------------------------

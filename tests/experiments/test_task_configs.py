@@ -1,0 +1,41 @@
+"""Every experiment file loads for both objectives, differs between them only in `loss`, and builds."""
+
+import os
+
+import pytest
+
+from jirl import data, losses
+from jirl.experiment import load_config
+from jirl.train import loss_function, model_config
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "experiments")
+FILES = {
+    "arith.py": lambda objective: objective,
+    "gsm8k.py": lambda objective: objective,
+    "translate.py": lambda objective: objective,
+    "jsonl.py": lambda objective: objective,
+    "summarize.py": lambda objective: f"tldr,{objective}",
+}
+
+
+def test_every_experiment_file_is_covered():
+    assert sorted(f for f in os.listdir(EXPERIMENTS) if f.endswith(".py")) == sorted(FILES)
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_objective_is_one_block(name):
+    arg = FILES[name]
+    mle = load_config(os.path.join(EXPERIMENTS, name), arg("mle")).to_dict()
+    iq = load_config(os.path.join(EXPERIMENTS, name), arg("iqlearn")).to_dict()
+    assert [k for k in mle if mle[k] != iq[k]] == ["loss"]
+    config = load_config(os.path.join(EXPERIMENTS, name), arg("iqlearn"))
+    task = data.get_task(config.task.name)
+    assert config.eval.split in task.splits
+    assert model_config(config, tokenizer_vocab_size=8000).vocab_size in (259, 8000)
+    assert set(config.loss) - {"name"} == set(losses.options("iqlearn"))
+    loss_function(config)
+
+
+def test_summarize_names_its_tasks():
+    with pytest.raises(ValueError, match=r"unknown summarisation task 'cnn'; accepted: \['xsum', 'tldr'\]"):
+        load_config(os.path.join(EXPERIMENTS, "summarize.py"), "cnn,mle")
