@@ -63,7 +63,11 @@ def main() -> None:
     graphdef, state = create_train_state(model_cfg, tx, seed=0)
     step = make_train_step(graphdef, losses.get("iqlearn", lam=0.1), tx, schedule)
     iterator = batches()
-    device_batches = [{k: jnp.asarray(v) for k, v in next(iterator).items()} for _ in range(args.steps + 2)]
+    device_batches = []
+    for _ in range(args.steps + 2):
+        batch = next(iterator)
+        data.pop_stats(batch)  # statistics rows stay on the host, as in the train loop
+        device_batches.append({k: jnp.asarray(v) for k, v in batch.items()})
     for batch in device_batches[:2]:  # compile, warm up
         state, metrics = step(state, batch)
     jax.block_until_ready(metrics["loss"])
