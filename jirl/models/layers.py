@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Callable, Iterator, Sequence
+
 import jax
 import jax.numpy as jnp
+
+# constrain(x, logical_names) -> x, installed by whoever shards the model (jirl.sharding); None: no-op.
+_ACTIVATION_SHARDING: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
+    "jirl_activation_sharding", default=None
+)
+
+
+@contextlib.contextmanager
+def activation_sharding(constrain_fn: Callable | None) -> Iterator[None]:
+    """Within this context (active while a step is traced), `constrain` calls `constrain_fn`."""
+    token = _ACTIVATION_SHARDING.set(constrain_fn)
+    try:
+        yield
+    finally:
+        _ACTIVATION_SHARDING.reset(token)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """A sharding hint for x by logical dimension names, e.g. ("activation_batch", ...); else identity."""
+    constrain_fn = _ACTIVATION_SHARDING.get()
+    return x if constrain_fn is None else constrain_fn(x, names)
 
 
 def rms_norm(x_BTD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:

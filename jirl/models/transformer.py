@@ -16,6 +16,9 @@ from flax import nnx
 from jirl.models import layers
 from jirl.models.config import ModelConfig
 
+_ACTIVATIONS_BTD = ("activation_batch", "activation_length", "activation_embed")
+_ACTIVATIONS_BTV = ("activation_batch", "activation_length", "activation_vocab")
+
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer inputs
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -148,11 +151,12 @@ class Transformer(nnx.Module):
             kv_caches = (cache["k"], cache["v"])
 
         embed_VD = self.embed[...]
-        x = jnp.take(embed_VD, tokens_BT, axis=0).astype(dt)
+        x = layers.constrain(jnp.take(embed_VD, tokens_BT, axis=0).astype(dt), _ACTIVATIONS_BTD)
 
         def body(x, layer):
             params, kv = layer
-            return decoder_block(params, x, positions, mask_BTS, cfg, kv, start)
+            x, kv = decoder_block(params, x, positions, mask_BTS, cfg, kv, start)
+            return layers.constrain(x, _ACTIVATIONS_BTD), kv
 
         if cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -169,7 +173,7 @@ class Transformer(nnx.Module):
 
         x = layers.rms_norm(x, self.final_norm[...], cfg.norm_eps)
         unembed_DV = embed_VD.T if cfg.tie_embeddings else self.unembed[...]
-        logits_BTV = x @ unembed_DV.astype(dt)
+        logits_BTV = layers.constrain(x @ unembed_DV.astype(dt), _ACTIVATIONS_BTV)
         if cache is None:
             return logits_BTV
         new_cache = {"k": new_kv[0], "v": new_kv[1], "segment_ids": kv_segments_BS, "index": start + t}

@@ -59,3 +59,41 @@ def test_bad_batches_name_the_problem():
         check_batch(dict(batch, inputs=np.full_like(batch["inputs"], -1)), 259)
     with pytest.raises(ValueError, match=r"batch\['loss_mask'\] has shape \(2, 15\)"):
         check_batch(dict(batch, loss_mask=batch["loss_mask"][:, 1:]), 259)
+
+
+def test_microbatches_give_the_full_batch_step():
+    """M = 4 slices, one of them without loss tokens: same loss, metrics and params as M = 1."""
+    train = load_arith().train
+    train.update(learning_rate=1e-3, warmup_steps=0)  # Adam scales rounding noise by the lr
+    tx, schedule = make_optimizer(train)
+    loss_fn = losses.get("iqlearn", lam=0.5, gamma=0.9)
+    cfg = models.get_config("tiny")
+    results = []
+    for microbatches in (1, 4):
+        graphdef, state = create_train_state(cfg, tx, seed=0)
+        step = make_train_step(graphdef, loss_fn, tx, schedule, microbatches=microbatches)
+        history = []
+        for seed in range(2):
+            batch = _batch(b=8, seed=seed)
+            batch["loss_mask"][[1, 5]] = 0  # slice 1 = rows 1 and 5: no tokens
+            batch["loss_mask"][0, :5] = 1  # uneven token counts across slices
+            state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+            history.append(jax.device_get(metrics))
+        results.append((history, jax.device_get(state)))
+    (full_history, full_state), (micro_history, micro_state) = results
+    for full, micro in zip(full_history, micro_history):
+        assert sorted(full) == sorted(micro)
+        for key in full:
+            np.testing.assert_allclose(micro[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), micro_state, full_state)
+
+
+def test_microbatches_must_divide_the_batch():
+    tx, schedule = make_optimizer(TRAIN)
+    graphdef, state = create_train_state(models.get_config("tiny"), tx, seed=0)
+    with pytest.raises(ValueError, match=r"train.microbatches=0 must be a positive integer"):
+        make_train_step(graphdef, losses.get("mle"), tx, schedule, microbatches=0)
+    step = make_train_step(graphdef, losses.get("mle"), tx, schedule, microbatches=4)
+    batch = {k: jnp.asarray(v) for k, v in _batch(b=6).items()}
+    with pytest.raises(ValueError, match=r"batch size 6 is not divisible by train.microbatches=4"):
+        step(state, batch)

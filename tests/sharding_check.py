@@ -1,0 +1,173 @@
+"""Mesh checks on 8 fake CPU devices, run by tests/test_sharding.py in a subprocess.
+
+    python tests/sharding_check.py scan|unrolled|memory   ->  one JSON object on stdout
+
+The device count is fixed when jax starts, so these checks cannot share a process with tests
+that already use one device.
+"""
+
+import os
+import sys
+
+# 8 devices; the LLVM flags halve compile times (these runs are compile-bound).
+os.environ["XLA_FLAGS"] = " ".join(
+    [
+        os.environ.get("XLA_FLAGS", ""),
+        "--xla_force_host_platform_device_count=8",
+        "--xla_backend_optimization_level=0",
+        "--xla_llvm_disable_expensive_passes=true",
+    ]
+).strip()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train"))
+
+import json  # noqa: E402
+import warnings  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from configs import load_arith  # noqa: E402
+
+from jirl import losses, models, sharding  # noqa: E402
+from jirl.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
+from jirl.train.step import create_sharded_train_state, sharded_state_target  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-6
+LOSSES = {"mle": {}, "iqlearn": dict(lam=0.5, gamma=0.9)}
+# (data, fsdp, tensor), loss, scan_layers, microbatches: every mesh, both losses, both layer loops.
+CASES = [
+    ((8, 1, 1), "mle", True, 1),
+    ((1, 8, 1), "iqlearn", True, 1),
+    ((2, 2, 2), "mle", False, 1),
+    ((1, 2, 4), "iqlearn", False, 1),
+    ((2, 2, 2), "mle", True, 2),
+]
+
+
+def _train_cfg():
+    train = load_arith().train
+    # Adam's g / sqrt(v) turns relative rounding noise in small gradients (reduction order differs
+    # across meshes) into parameter noise proportional to the learning rate: 1e-3 keeps it < 1e-6.
+    train.update(learning_rate=1e-3, warmup_steps=0)
+    return train
+
+
+def _batch(seed, b=8, t=16, vocab=259):
+    """Uneven masks (a row with none, one with extra tokens) so token weighting matters."""
+    tokens = np.random.default_rng(seed).integers(3, vocab, (b, t + 1)).astype(np.int32)
+    mask = np.zeros((b, t), np.float32)
+    mask[:, t // 2 :] = 1
+    mask[0, :3] = 1
+    mask[1] = 0
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
+
+
+def _run(state, step, mesh=None):
+    """Two steps: (state on the host, metrics per step, the params' output shardings)."""
+    history = []
+    for i in range(2):
+        batch = _batch(i)
+        batch = sharding.shard_batch(batch, mesh) if mesh is not None else jax.tree.map(np.asarray, batch)
+        state, metrics = step(state, batch)
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return jax.device_get(state), history, jax.tree.map(lambda x: x.sharding, state.params)
+
+
+def _compare(a, b):
+    """Max |a - b| over the tree and how many entries break |a - b| <= ATOL + RTOL |b|."""
+    pairs = [(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+    return (
+        max(float(np.max(np.abs(x - y), initial=0.0)) for x, y in pairs),
+        sum(int(np.sum(np.abs(x - y) > ATOL + RTOL * np.abs(y))) for x, y in pairs),
+    )
+
+
+def equivalence(scan_layers: bool):
+    """The CASES with this layer loop: 2 steps on the mesh vs 2 steps on one device."""
+    tx, schedule = make_optimizer(_train_cfg())
+    references = {}
+    results = []
+    for shape, loss_name, scan, microbatches in CASES:
+        if scan != scan_layers:
+            continue
+        cfg = models.get_config("tiny", scan_layers=scan)
+        loss_fn = losses.get(loss_name, **LOSSES[loss_name])
+        if (loss_name, scan) not in references:
+            graphdef, state = create_train_state(cfg, tx, seed=0)
+            init = jax.device_get(state)
+            references[loss_name, scan] = init, _run(state, make_train_step(graphdef, loss_fn, tx, schedule))
+        init, (ref_state, ref_history, _) = references[loss_name, scan]
+        mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, shape)))
+        if shape == (2, 2, 2) and microbatches == 1:  # the jitted sharded init, once
+            graphdef, state, shardings = create_sharded_train_state(cfg, tx, 0, mesh)
+            init_diff = _compare(state, init)
+        else:
+            graphdef, _, shardings = sharded_state_target(cfg, tx, mesh)
+            state, init_diff = jax.device_put(init, shardings), None
+        step = make_train_step(
+            graphdef, loss_fn, tx, schedule, mesh=mesh, state_shardings=shardings, microbatches=microbatches
+        )
+        out_state, history, out_shardings = _run(state, step, mesh)
+        same_shardings = jax.tree.map(lambda a, b: a.is_equivalent_to(b, 4), out_shardings, shardings.params)
+        max_diff, violations = _compare(out_state, ref_state)
+        metric_diff, metric_violations = _compare(history, ref_history)
+        results.append(
+            dict(
+                mesh=shape,
+                loss=loss_name,
+                scan_layers=scan,
+                microbatches=microbatches,
+                losses=[h["loss"] for h in history],
+                ref_losses=[h["loss"] for h in ref_history],
+                metric_keys=sorted(history[0]),
+                ref_metric_keys=sorted(ref_history[0]),
+                state_max_abs_diff=max_diff,
+                state_violations=violations,
+                metric_max_abs_diff=metric_diff,
+                metric_violations=metric_violations,
+                params_moved=_compare(out_state.params, init.params)[0],
+                init_violations=None if init_diff is None else init_diff[1],
+                out_shardings_as_given=all(jax.tree.leaves(same_shardings)),
+                w_gate_spec=str(shardings.params["layers"]["w_gate"].spec),
+            )
+        )
+    return {"cases": results}
+
+
+def memory():
+    """Bytes per device with fsdp=8, for a model whose every sharded dimension divides 8."""
+    cfg = models.ModelConfig(
+        vocab_size=256,
+        embed_dim=64,
+        num_layers=2,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=8,
+        mlp_dim=128,
+        max_len=64,
+    )
+    tx, _ = make_optimizer(_train_cfg())
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    with warnings.catch_warnings():
+        # no dimension may fall back to replicated here
+        warnings.filterwarnings("error", message="logical axis", category=UserWarning)
+        _, state, _ = create_sharded_train_state(cfg, tx, 0, mesh)
+    out = {}
+    for name, tree in (("params", state.params), ("opt_state", state.opt_state)):
+        big = [x for x in jax.tree.leaves(tree) if x.ndim > 0]  # scalar counts stay replicated
+        per_device = sharding.bytes_per_device(big)
+        out[name] = dict(
+            total_bytes=sum(x.nbytes for x in big),
+            per_device_bytes=sorted(per_device.values()),
+            num_devices=len(per_device),
+            replicated_scalar_bytes=sum(x.nbytes for x in jax.tree.leaves(tree) if x.ndim == 0),
+        )
+    out["num_params"] = cfg.num_params()
+    return out
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    modes = {"scan": lambda: equivalence(True), "unrolled": lambda: equivalence(False), "memory": memory}
+    result = modes[mode]()
+    result["device_count"] = jax.device_count()
+    print(json.dumps(result))
