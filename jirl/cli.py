@@ -73,7 +73,7 @@ def _train(args: list[str]) -> int:
     from jirl.train import train  # after flag parsing: bad flags fail fast, before jax loads
 
     summary = train(flag_values.config, flag_values.workdir, progress=flag_values.progress)
-    if "stopped_at" in summary:  # SIGTERM/SIGINT: saved, and the same command resumes
+    if "stopped_at" in summary or summary.get("process_index", 0):  # resumable stop; not process 0
         return 0
     outputs = "metrics.jsonl, tensorboard/, curves.png, summary.json"
     if "answer_accuracy" in summary:

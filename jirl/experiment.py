@@ -38,7 +38,8 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
     config.train = ConfigDict(
         dict(
             steps=1000,
-            batch_size=16,
+            batch_size=16,  # global: split over processes and the data/fsdp mesh axes
+            microbatches=1,  # gradient accumulation: M slices of batch_size / M rows
             seed=0,
             log_every=20,
             checkpoint_every=250,
@@ -52,6 +53,13 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
         )
     )
     config.checkpoint = ConfigDict(dict(keep=3))
+    # Device mesh (-1: the remaining devices); `rules` maps logical axis names to mesh axes, e.g.
+    # {"embed": "fsdp", "mlp": "tensor"}, over jirl.sharding.DEFAULT_RULES.
+    config.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules={}))
+    # Multi-host: "auto" joins on a multi-host TPU slice or when coordinator_address is set.
+    config.distributed = ConfigDict(
+        dict(enabled="auto", coordinator_address="", num_processes=0, process_id=-1, timeout_s=600)
+    )
     config.loss = objective_block(objective)
     config.eval = ConfigDict(
         dict(

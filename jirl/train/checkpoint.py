@@ -11,8 +11,30 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
+
+
+def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every process's data-iterator state, in process order (each process reads its own slice)."""
+    if jax.process_count() == 1:
+        return [data_state]
+    encoded = np.frombuffer(json.dumps(data_state).encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.array([encoded.size]))
+    padded = np.zeros(int(np.max(lengths)), np.uint8)
+    padded[: encoded.size] = encoded
+    gathered = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[: int(n)]).decode()) for row, n in zip(gathered, np.ravel(lengths))]
+
+
+def _this_process(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """This process's data state from a checkpoint; None when another process count wrote it."""
+    states = saved.get("processes", [saved])
+    if len(states) != jax.process_count():
+        return None
+    return states[jax.process_index()]
 
 
 class Checkpointer:
@@ -34,14 +56,17 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(data_state),
+                data=ocp.args.JsonSave({"processes": _all_processes(data_state)}),
                 config=ocp.args.JsonSave(json.loads(config_json)),
             ),
             force=True,
         )
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any] | None] | None:
         """(step, state, data_state) of the newest checkpoint that reads back; None when there is none.
+
+        The state is placed by the shardings of `abstract_state` (whatever mesh wrote it). The data
+        state is this process's; None when the checkpoint was written by another number of processes.
 
         An unreadable checkpoint is skipped with a warning; when none reads back, a ValueError (a run
         must not start over on top of another run's checkpoints).
@@ -62,7 +87,7 @@ class Checkpointer:
                     " ".join(str(e).split())[:200],
                 )
                 continue
-            return step, restored.state, restored.data
+            return step, restored.state, _this_process(restored.data)
         if self.manager.all_steps():
             self.close()
             raise ValueError(

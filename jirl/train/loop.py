@@ -9,18 +9,23 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from jirl import data, losses, models
+from jirl import data, distributed, losses, models, sharding
 from jirl.evaluation.task_eval import answer_accuracy_on_split
 from jirl.train import plots
-from jirl.train.checkpoint import Checkpointer, abstract
-from jirl.train.metrics_writer import MetricsWriter
+from jirl.train.checkpoint import Checkpointer
+from jirl.train.metrics_writer import MetricsWriter, NullWriter
 from jirl.train.optimizer import make_optimizer
-from jirl.train.state import create_train_state
-from jirl.train.step import check_batch, make_eval_step, make_train_step
+from jirl.train.step import (
+    check_batch,
+    create_sharded_train_state,
+    make_eval_step,
+    make_train_step,
+    sharded_state_target,
+)
 
 
 def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models.ModelConfig:
@@ -50,10 +55,37 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def make_mesh(config: Any) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
+    """(mesh, logical-axis rules) of the `mesh` block: data / fsdp / tensor sizes (-1 = the rest), rules."""
+    block = dict(config.get("mesh") or {})
+    rules = sharding.make_rules(dict(block.pop("rules", None) or {}) or None)
+    return sharding.make_mesh(block), rules
+
+
+def _local_batch_size(batch_size: int) -> int:
+    count = jax.process_count()
+    if batch_size % count:
+        raise ValueError(
+            f"train.batch_size={batch_size} is not divisible by the {count} processes; "
+            "each process reads an equal share of the global batch."
+        )
+    return batch_size // count
+
+
 def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Trains as `config` says, writing metrics, plots and a summary to `workdir`; returns the summary."""
+    """Trains as `config` says, writing metrics, plots and a summary to `workdir`; returns the summary.
+
+    On several hosts every process runs this same function: each reads its own slice of the data,
+    the step runs on the global mesh, checkpoints are written by all, metrics and plots by process 0.
+    """
     model_config(config)  # a bad model config fails before any data work
     loss_fn = loss_function(config)
+    distributed.initialize(config.get("distributed"))
+    mesh, rules = make_mesh(config)
+    microbatches = int(config.train.get("microbatches", 1))
+    sharding.check_batch_size(int(config.train.batch_size), mesh, rules, microbatches)
+    local_batch_size = _local_batch_size(int(config.train.batch_size))
+    is_main = jax.process_index() == 0
     task = data.get_task(config.task.name)
     data_dir = os.path.expanduser(config.task.data_dir)
     task_config = config.task.config
@@ -84,9 +116,11 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         data_dir=data_dir,
         tokenizer=tokenizer,
         seq_len=config.task.seq_len,
-        batch_size=config.train.batch_size,
+        batch_size=local_batch_size,
         pack=config.task.pack,
         task_config=task_config,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     train_batches = data.make_batches(
         task,
@@ -98,30 +132,50 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         **batch_args,
     )
 
-    graphdef, state = create_train_state(cfg_model, tx, config.train.seed)
+    # The restore target carries this run's shardings: a checkpoint written on another mesh or
+    # device count is resharded onto this one as it is read.
+    graphdef, target, state_shardings = sharded_state_target(cfg_model, tx, mesh, rules)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
     start_step = 0
-    restored = checkpointer.restore_latest(abstract(state))
+    restored = checkpointer.restore_latest(target)
     if restored is not None:
         start_step, state, data_state = restored
-        train_batches.set_state(data_state)
+        if data_state is None:
+            print("jirl: warning: the data position was saved by another number of processes; data restarts")
+        else:
+            train_batches.set_state(data_state)
         print(f"jirl: resuming from the checkpoint at step {start_step}")
-    with open(os.path.join(workdir, "config.json"), "w") as f:  # after the restore check
-        f.write(config.to_json(indent=2))
-    train_step = make_train_step(graphdef, loss_fn, tx, schedule)
+    else:
+        _, state, _ = create_sharded_train_state(cfg_model, tx, config.train.seed, mesh, rules)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:  # after the restore check
+            f.write(config.to_json(indent=2))
+    train_step = make_train_step(
+        graphdef,
+        loss_fn,
+        tx,
+        schedule,
+        microbatches=microbatches,
+        mesh=mesh,
+        state_shardings=state_shardings,
+        rules=rules,
+    )
     eval_step = make_eval_step(graphdef, loss_fn)
     # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
-    writer = MetricsWriter(workdir, start_step=0 if restored is None else start_step + 1)
+    first_logged = 0 if restored is None else start_step + 1
+    writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
 
     def evaluate_loss(params) -> dict[str, float]:
         batches = data.make_batches(task, eval_split, seed=0, shuffle=False, num_epochs=1, **batch_args)
         records = []
         for _, batch in zip(range(config.eval.loss_batches), batches):
             data.pop_stats(batch)
-            records.append(jax.device_get(eval_step(params, {k: jnp.asarray(v) for k, v in batch.items()})))
+            records.append(jax.device_get(eval_step(params, sharding.shard_batch(batch, mesh, rules))))
         return {f"eval_{k}": v for k, v in _mean_metrics(records).items()}
 
     def evaluate_answers(params) -> dict[str, Any]:
+        if jax.process_count() > 1:  # decode on each host from a full copy (small models)
+            params = multihost_utils.process_allgather(params, tiled=True)
         return answer_accuracy_on_split(
             graphdef,
             params,
@@ -140,7 +194,8 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     if config.eval.at_start and start_step == 0 and answers_metric:
         summary["initial_answer_accuracy"] = evaluate_answers(state.params)["accuracy"]
         writer.write(0, {"eval_answer_accuracy": summary["initial_answer_accuracy"]})
-        print(f"validation answer accuracy before training: {summary['initial_answer_accuracy']:.1%}")
+        if is_main:
+            print(f"{eval_split} answer accuracy before training: {summary['initial_answer_accuracy']:.1%}")
 
     steps = int(config.train.steps)
     every = int(config.train.checkpoint_every)
@@ -149,7 +204,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         total=steps,
         initial=start_step,
         desc=f"train {config.loss.name}",
-        disable=not progress,
+        disable=not (progress and is_main),
         dynamic_ncols=True,
     )
     try:
@@ -162,10 +217,11 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
             window_examples += stats["examples"]
             window_truncated += stats["truncated"]
             check_batch(batch, cfg_model.vocab_size)
-            state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
-            window_tokens += (
-                float(np.sum(batch["segment_ids"] > 0)) if "segment_ids" in batch else batch["inputs"].size
+            state, metrics = train_step(state, sharding.shard_batch(batch, mesh, rules))
+            local_tokens = (
+                np.sum(batch["segment_ids"] > 0) if "segment_ids" in batch else batch["inputs"].size
             )
+            window_tokens += float(local_tokens) * jax.process_count()  # this process's share, scaled
             bar.update(1)
             record: dict[str, Any] = {}
             if step % config.train.log_every == 0 or step == steps:
@@ -200,7 +256,8 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         writer.close()
         checkpointer.close()
         stop.restore()
-    summary.update(steps=step, checkpoint=checkpointer.directory)
+    summary.update(steps=step, checkpoint=checkpointer.directory, mesh=dict(mesh.shape))
+    summary.update(processes=jax.process_count(), process_index=jax.process_index())
     if step < steps:
         print(f"jirl: stopped by signal after step {step}; the checkpoint there resumes the run")
         summary["stopped_at"] = step
@@ -209,6 +266,9 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         if start_step == steps:  # a finished run, started again: evaluate the final state
             answers = evaluate_answers(state.params)
         summary.update(answer_accuracy=answers["accuracy"], answer_examples=answers["num_examples"])
+    if not is_main:
+        return summary
+    if answers_metric:
         with open(os.path.join(workdir, "samples.jsonl"), "w") as f:
             for example in answers["examples"]:
                 f.write(json.dumps(example) + "\n")

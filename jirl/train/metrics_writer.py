@@ -45,3 +45,13 @@ class MetricsWriter:
 def read_metrics(workdir: str) -> list[dict[str, float]]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class NullWriter:
+    """What processes other than 0 write: nothing (one copy of the metrics per run)."""
+
+    def write(self, step: int, scalars: Mapping[str, Any]) -> dict[str, float]:
+        return {"step": int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}}
+
+    def close(self) -> None:
+        pass
