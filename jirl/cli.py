@@ -1,5 +1,6 @@
 """`jirl train --config experiments/arith.py:iqlearn --workdir DIR [--config.KEY=VALUE ...]`;
-`jirl prepare --task NAME --source PATH [--task_config C] [--data_dir DIR] [--vocab_size N]`.
+`jirl prepare --task NAME --source PATH [--task_config C] [--data_dir DIR] [--vocab_size N]`;
+`jirl plan --config experiments/FILE.py[:ARG] (--topology v5e:4x4 | --devices N) [--config.KEY=VALUE ...]`.
 
 Bad input (an unknown config key, objective, preset or task, a malformed batch) is reported as
 one line on stderr and exit status 2, never a traceback (set JIRL_TRACEBACK=1 to see one).
@@ -8,6 +9,7 @@ one line on stderr and exit status 2, never a traceback (set JIRL_TRACEBACK=1 to
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import flags
@@ -29,8 +31,10 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _parse_train_flags(argv: list[str]):
+def _parse_train_flags(argv: list[str], extra=None):
     flag_values = flags.FlagValues()
+    if extra is not None:
+        extra(flag_values)
     config_flags.DEFINE_config_file(
         "config",
         None,
@@ -43,11 +47,18 @@ def _parse_train_flags(argv: list[str]):
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=flag_values)
     try:
         _parse_flags(flag_values, argv)
-    except (KeyError, AttributeError, TypeError) as e:  # raised by config overrides
+    except (KeyError, AttributeError) as e:  # an override of a key the experiment file does not have
+        key = (re.findall(r"\w+", str(e)) or ["?"])[0]
+        names = [a.split("=")[0] for a in argv if a.split("=")[0].endswith(f".{key}")]
+        raise UsageError(
+            f"bad config override {names[0] if names else key}: the experiment file defines no such key, "
+            "and overrides can only set keys it defines."
+        ) from None
+    except TypeError as e:  # raised by config overrides
         raise UsageError(f"bad config override: {_one_line(e)}") from None
     if flag_values.config is None:
         raise UsageError(f"--config is required; {USAGE}")
-    if not flag_values.workdir:
+    if extra is None and not flag_values.workdir:
         raise UsageError(f"--workdir is required; {USAGE}")
     return flag_values
 
@@ -125,7 +136,53 @@ def _prepare(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "prepare": _prepare}
+PLAN_USAGE = (
+    "usage: jirl plan --config experiments/FILE.py[:ARG] (--topology v5e:4x4 | --devices N) "
+    "[--hbm_gib G] [--config.KEY=VALUE ...]"
+)
+
+
+def _plan_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:4x4 or v5p-32.", flag_values=fv)
+    flags.DEFINE_integer("devices", None, "Plan for N fake CPU devices instead.", flag_values=fv)
+    flags.DEFINE_float("hbm_gib", None, "Memory per device to check against (GiB).", flag_values=fv)
+
+
+def _plan(args: list[str]) -> int:
+    fv = _parse_train_flags(args, extra=_plan_flags)
+    if (fv.topology is None) == (fv.devices is None):
+        raise UsageError(f"give one of --topology or --devices; {PLAN_USAGE}")
+    if fv.devices is not None and fv.devices < 1:
+        raise UsageError(f"--devices={fv.devices} must be at least 1.")
+    # Compiling only: the local backend is the CPU (with N devices for --devices), set before jax loads.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if fv.devices is not None:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={fv.devices}"
+        )
+    import json
+
+    import jax
+
+    from jirl import plan
+
+    if fv.topology is not None:
+        topology = plan.parse_topology(fv.topology)
+        devices, hbm = plan.tpu_devices(topology)
+        title = f"TPU {topology.name} ({topology.chips} chips)"
+    else:
+        devices, hbm, title = jax.devices("cpu"), None, f"{fv.devices} CPU devices"
+        if len(devices) != fv.devices:
+            raise UsageError(f"could not make {fv.devices} CPU devices (JAX started with {len(devices)}).")
+    if fv.hbm_gib:
+        hbm = fv.hbm_gib * plan.GIB
+    result = plan.plan(fv.config, devices, hbm)
+    print(plan.format_plan(result, title))
+    print(json.dumps(dict(result, topology=fv.topology or f"cpu:{fv.devices}")))
+    return 0
+
+
+COMMANDS = {"train": _train, "prepare": _prepare, "plan": _plan}
 
 
 def main(argv: list[str] | None = None) -> int:

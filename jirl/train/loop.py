@@ -55,11 +55,11 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def make_mesh(config: Any) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
+def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
     """(mesh, logical-axis rules) of the `mesh` block: data / fsdp / tensor sizes (-1 = the rest), rules."""
     block = dict(config.get("mesh") or {})
     rules = sharding.make_rules(dict(block.pop("rules", None) or {}) or None)
-    return sharding.make_mesh(block), rules
+    return sharding.make_mesh(block, devices), rules
 
 
 def _local_batch_size(batch_size: int) -> int:
