@@ -24,26 +24,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_together(commands: list[list[str]]) -> list[str]:
+    """Starts every command at once (the processes of one run) and returns their stdout once all exit 0."""
+    procs = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-2000:]
+    return [out for out, _ in outputs]
+
+
 def _last_json(text: str) -> dict:
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
 def test_two_processes_train_like_one():
     port = _free_port()
-    workers = [
-        subprocess.Popen(
-            [sys.executable, SCRIPT, "worker", str(port), str(i), "2"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [w.communicate(timeout=300) for w in workers]
-    for w, (_, err) in zip(workers, outputs):
-        assert w.returncode == 0, err[-2000:]
-    results = [_last_json(out) for out, _ in outputs]
+    outputs = _run_together([[sys.executable, SCRIPT, "worker", str(port), str(i), "2"] for i in range(2)])
+    results = [_last_json(out) for out in outputs]
     reference = subprocess.run(
         [sys.executable, SCRIPT, "reference"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
@@ -93,20 +93,7 @@ def _train_two_processes(workdir, data_dir):
         "--config.eval.max_new_tokens=8", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
         "--config.distributed.num_processes=2", "--config.distributed.timeout_s=120",
     ]  # fmt: skip
-    procs = [
-        subprocess.Popen(
-            [*common, f"--config.distributed.process_id={i}"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-2000:]
-    return [out for out, _ in outputs]
+    return _run_together([[*common, f"--config.distributed.process_id={i}"] for i in range(2)])
 
 
 def test_jirl_train_on_two_processes_resumes_exactly(tiny_data_dir, tmp_path):

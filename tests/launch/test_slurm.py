@@ -1,6 +1,5 @@
 """launch/slurm.py: the exact batch script of a dry run, per-task values evaluated by each task, bad input."""
 
-import importlib.util
 import json
 import os
 import shlex
@@ -11,32 +10,19 @@ import sys
 import types
 
 import pytest
+from launchers import ROOT, at_root_and_offline, load
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PATH = os.path.join(ROOT, "launch", "slurm.py")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("launch_slurm", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm = _load()
+slurm = load("slurm")
 
 BASE = ["--nodes=2", "--config=experiments/arith.py:iqlearn", "--workdir=runs/iq"]
 
 
 @pytest.fixture(autouse=True)
 def _at_root_and_offline(monkeypatch):
-    """Runs from the repository root; any attempt to execute a command fails the test."""
-    monkeypatch.chdir(ROOT)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"executed {args}")
-
-    monkeypatch.setattr(slurm, "subprocess", types.SimpleNamespace(run=refuse, Popen=refuse))
+    at_root_and_offline(monkeypatch, slurm)
 
 
 def _dry_run(capsys, *extra):

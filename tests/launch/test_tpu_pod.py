@@ -1,6 +1,5 @@
 """launch/tpu_pod.py: the exact commands of a dry run, quoting, cleanup in every case, and bad input."""
 
-import importlib.util
 import json
 import os
 import shlex
@@ -12,21 +11,14 @@ import tomllib
 import types
 
 import pytest
+from launchers import ROOT, at_root_and_offline, load
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PATH = os.path.join(ROOT, "launch", "tpu_pod.py")
 with open(os.path.join(ROOT, "pyproject.toml"), "rb") as _f:
     WHEEL = "jirl-{}-py3-none-any.whl".format(tomllib.load(_f)["project"]["version"])
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("launch_tpu_pod", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tpu_pod = _load()
+tpu_pod = load("tpu_pod")
 
 BASE = [
     "--name=my-tpu",
@@ -39,13 +31,7 @@ BASE = [
 
 @pytest.fixture(autouse=True)
 def _at_root_and_offline(monkeypatch):
-    """Runs from the repository root; any attempt to execute a command fails the test."""
-    monkeypatch.chdir(ROOT)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"executed {args}")
-
-    monkeypatch.setattr(tpu_pod, "subprocess", types.SimpleNamespace(run=refuse, Popen=refuse))
+    at_root_and_offline(monkeypatch, tpu_pod)
 
 
 def _dry_run(capsys, *extra):
