@@ -12,9 +12,15 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+# Online IQLearn (alpha > 0) samples one response per training example with the current params,
+# every `sample_every` steps, at `sample_temperature`, up to `sample_max_tokens` new tokens.
+_SAMPLING = dict(sample_every=1, sample_temperature=1.0, sample_max_tokens=96)
 OBJECTIVES = {
     "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0),
-    "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False),
+    "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_SAMPLING),
+    "iqlearn_online": dict(
+        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_SAMPLING
+    ),
 }
 
 

@@ -1,13 +1,15 @@
 """Batched KV-cache decoding: prefill the prompts, then one token per step in a `lax.while_loop`.
 
 Prompts of different lengths are left-padded into one [B, P] block (padding is segment 0, so no
-real token attends to it); each row stops at EOS or after `max_new_tokens`.
+real token attends to it); each row stops at EOS or after `max_new_tokens`. Tokens are picked
+greedily (temperature 0) or sampled from the softmax of z / temperature, optionally restricted
+to the top-k logits and then to the top-p (nucleus) set.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,23 @@ import numpy as np
 from flax import nnx
 
 from jirl import models
+
+
+class Generation(NamedTuple):
+    """One continuation and, per generated token t (float32 arrays [N]):
+
+    sampling_logprobs: log q(a_t), q the distribution the token was drawn from (after temperature,
+        top-k and top-p; 0 for greedy decoding).
+    logprobs: log softmax(z_t)[a_t] of the unmodified logits z_t.
+    entropies: H_t = -sum_a p_t(a) log p_t(a), p_t = softmax(z_t), of the unmodified logits.
+    logits: z_t as [N, V] float32 when asked for (`return_logits=True`), else None.
+    """
+
+    tokens: list[int]
+    sampling_logprobs: np.ndarray
+    logprobs: np.ndarray
+    entropies: np.ndarray
+    logits: np.ndarray | None = None
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +47,51 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
     return block, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "eos_id", "pad_id"))
-def _decode(
+def sample_token(
+    logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """(token_B, log q(token)_B): a draw from q, float32.
+
+    q = softmax(z / temperature) restricted to the top_k largest logits (0: all), then to the
+    smallest set of most likely tokens whose mass reaches top_p (token j is kept when the mass of
+    the tokens ranked before it is < top_p), renormalised. temperature 0 is argmax, with log q = 0.
+    """
+    logits_BV = logits_BV.astype(jnp.float32)
+    b, v = logits_BV.shape
+    if temperature == 0.0:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32), jnp.zeros((b,), jnp.float32)
+    scaled_BV = logits_BV / temperature
+    k = v if top_k <= 0 else min(top_k, v)
+    if k == v and top_p >= 1.0:
+        token_B = jax.random.categorical(key, scaled_BV).astype(jnp.int32)
+        logq_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
+        return token_B, jnp.take_along_axis(logq_BV, token_B[:, None], axis=-1)[:, 0]
+    scaled_BK, ids_BK = jax.lax.top_k(scaled_BV, k)  # sorted, largest first
+    if top_p < 1.0:
+        probs_BK = jax.nn.softmax(scaled_BK, axis=-1)
+        before_BK = jnp.cumsum(probs_BK, axis=-1) - probs_BK  # mass ranked before each candidate
+        before_BK = before_BK.at[:, 0].set(0.0)  # the most likely token is always kept
+        scaled_BK = jnp.where(before_BK < top_p, scaled_BK, -jnp.inf)
+    choice_B = jax.random.categorical(key, scaled_BK)
+    logq_BK = jax.nn.log_softmax(scaled_BK, axis=-1)
+    token_B = jnp.take_along_axis(ids_BK, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    return token_B, jnp.take_along_axis(logq_BK, choice_B[:, None], axis=-1)[:, 0]
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "eos_id",
+        "pad_id",
+        "return_logits",
+    ),
+)
+def decode(
     graphdef: nnx.GraphDef,
     params: Any,
     prompt_BP: jax.Array,
@@ -37,33 +99,52 @@ def _decode(
     rng: jax.Array,
     *,
     max_new_tokens: int,
-    temperature: float,
     eos_id: int,
     pad_id: int,
-):
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    return_logits: bool = False,
+) -> dict[str, jax.Array]:
+    """Continues left-padded prompts [B, P] (real lengths [B]) by up to `max_new_tokens` tokens.
+
+    Returns "tokens" [B, N] int32 (pad_id after a row's EOS) and float32 [B, N] "sampling_logprobs",
+    "logprobs", "entropies" (see `Generation`; 0 after EOS); with return_logits, "logits" [B, N, V]
+    float32, the logits each token was picked from (0 after EOS). `params` may be sharded.
+    """
     model = nnx.merge(graphdef, params)
     b, p = prompt_BP.shape
+    n = max_new_tokens
     pad_B = p - lengths_B
     slots_BP = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     segments_BP = (slots_BP >= pad_B[:, None]).astype(jnp.int32)
     positions_BP = jnp.maximum(slots_BP - pad_B[:, None], 0)
-    cache = models.init_cache(model.config, b, p + max_new_tokens)
+    cache = models.init_cache(model.config, b, p + n)
     logits_BPV, cache = model(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
 
-    def pick(logits_BV, key):
-        if temperature == 0.0:
-            return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-        return jax.random.categorical(key, logits_BV.astype(jnp.float32) / temperature).astype(jnp.int32)
-
     def cond(carry):
-        i, _, _, _, done_B, _ = carry
-        return (i < max_new_tokens) & ~jnp.all(done_B)
+        i, _, _, out, done_B, _ = carry
+        return (i < n) & ~jnp.all(done_B)
 
     def step(carry):
-        i, logits_BV, cache, out_BN, done_B, key = carry
+        i, logits_BV, cache, out, done_B, key = carry
         key, sub = jax.random.split(key)
-        token_B = jnp.where(done_B, pad_id, pick(logits_BV, sub))
-        out_BN = out_BN.at[:, i].set(token_B)
+        logits_BV = logits_BV.astype(jnp.float32)
+        token_B, logq_B = sample_token(logits_BV, sub, temperature=temperature, top_k=top_k, top_p=top_p)
+        token_B = jnp.where(done_B, pad_id, token_B)
+        logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
+        logp_B = jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]
+        entropy_B = -jnp.sum(jnp.exp(logp_BV) * logp_BV, axis=-1)
+        live_B = ~done_B
+        new = {
+            "tokens": token_B,
+            "sampling_logprobs": jnp.where(live_B, logq_B, 0.0),
+            "logprobs": jnp.where(live_B, logp_B, 0.0),
+            "entropies": jnp.where(live_B, entropy_B, 0.0),
+        }
+        if return_logits:
+            new["logits"] = jnp.where(live_B[:, None], logits_BV, 0.0)
+        out = {k: out[k].at[:, i].set(new[k]) for k in out}
         done_B = done_B | (token_B == eos_id)
         logits_B1V, cache = model(
             token_B[:, None],
@@ -71,14 +152,36 @@ def _decode(
             segment_ids=jnp.ones((b, 1), jnp.int32),
             cache=cache,
         )
-        return i + 1, logits_B1V[:, 0], cache, out_BN, done_B, key
+        return i + 1, logits_B1V[:, 0], cache, out, done_B, key
 
-    out_BN = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
-    carry = (jnp.zeros((), jnp.int32), logits_BPV[:, -1], cache, out_BN, jnp.zeros((b,), bool), rng)
+    out = {
+        "tokens": jnp.full((b, n), pad_id, jnp.int32),
+        "sampling_logprobs": jnp.zeros((b, n), jnp.float32),
+        "logprobs": jnp.zeros((b, n), jnp.float32),
+        "entropies": jnp.zeros((b, n), jnp.float32),
+    }
+    if return_logits:
+        out["logits"] = jnp.zeros((b, n, logits_BPV.shape[-1]), jnp.float32)
+    carry = (jnp.zeros((), jnp.int32), logits_BPV[:, -1], cache, out, jnp.zeros((b,), bool), rng)
     return jax.lax.while_loop(cond, step, carry)[3]
 
 
-def generate(
+def _check_options(
+    max_new_tokens: int, temperature: float, top_k: int, top_p: float, batch_size: int
+) -> None:
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
+    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 turns top-k off).")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 turns top-p off).")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+
+
+def generate_with_logprobs(
     graphdef: nnx.GraphDef,
     params: Any,
     prompts: Sequence[Sequence[int]],
@@ -87,19 +190,22 @@ def generate(
     eos_id: int,
     pad_id: int = 0,
     temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
     bucket: int = 32,
-) -> list[list[int]]:
-    """Continues each prompt; returns the new tokens of each, up to and including EOS.
+    return_logits: bool = False,
+) -> list[Generation]:
+    """Continues each prompt; one `Generation` per prompt, its tokens up to and including EOS.
 
-    temperature 0 is greedy. Prompts are processed `batch_size` at a time, padded to a multiple
-    of `bucket` so that few shapes compile.
+    temperature 0 is greedy; otherwise tokens are drawn from softmax(z / temperature) restricted to
+    the top_k logits (0: off) and then to the top_p nucleus (1: off). Prompts are processed
+    `batch_size` at a time, padded to a multiple of `bucket` so that few shapes compile.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    _check_options(max_new_tokens, temperature, top_k, top_p, batch_size)
     max_len = nnx.merge(graphdef, params).config.max_len
-    results: list[list[int]] = []
+    results: list[Generation] = []
     rng = jax.random.PRNGKey(seed)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
@@ -116,20 +222,68 @@ def generate(
             chunk += [chunk[-1]] * (batch_size - n_real)
         block, lengths = left_pad(chunk, length, pad_id)
         rng, sub = jax.random.split(rng)
-        out = np.asarray(
-            _decode(
-                graphdef,
-                params,
-                block,
-                lengths,
-                sub,
-                max_new_tokens=max_new_tokens,
-                temperature=float(temperature),
-                eos_id=eos_id,
-                pad_id=pad_id,
-            )
+        out = decode(
+            graphdef,
+            params,
+            block,
+            lengths,
+            sub,
+            max_new_tokens=int(max_new_tokens),
+            eos_id=eos_id,
+            pad_id=pad_id,
+            temperature=float(temperature),
+            top_k=int(top_k),
+            top_p=float(top_p),
+            return_logits=return_logits,
         )
-        for row in out[:n_real]:
-            tokens = row.tolist()
-            results.append(tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens)
+        out = jax.tree.map(np.asarray, out)
+        for row in range(n_real):
+            tokens = out["tokens"][row].tolist()
+            n = tokens.index(eos_id) + 1 if eos_id in tokens else len(tokens)
+            results.append(
+                Generation(
+                    tokens=tokens[:n],
+                    sampling_logprobs=out["sampling_logprobs"][row, :n],
+                    logprobs=out["logprobs"][row, :n],
+                    entropies=out["entropies"][row, :n],
+                    logits=out["logits"][row, :n] if return_logits else None,
+                )
+            )
     return results
+
+
+def generate(
+    graphdef: nnx.GraphDef,
+    params: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int = 0,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    bucket: int = 32,
+) -> list[list[int]]:
+    """Continues each prompt; returns the new tokens of each, up to and including EOS.
+
+    The tokens of `generate_with_logprobs` with the same arguments (temperature 0 is greedy;
+    top_k 0 and top_p 1 turn those filters off).
+    """
+    generations = generate_with_logprobs(
+        graphdef,
+        params,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        bucket=bucket,
+    )
+    return [g.tokens for g in generations]

@@ -224,9 +224,12 @@ def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules | None = None, mi
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh, rules: Rules | None = None) -> dict[str, jax.Array]:
-    """Global arrays from this process's rows of the batch (all rows on a single host)."""
+    """Global arrays from this process's rows of the batch (all rows on a single host); nested dicts
+    (an online batch's "policy") alike."""
     sharding = batch_sharding(mesh, rules)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+    return jax.tree.map(
+        lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), dict(batch)
+    )
 
 
 def activation_constrainer(mesh: Mesh, rules: Rules | None = None) -> Callable:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from jirl import data, distributed, losses, models, sharding
 from jirl.evaluation.task_eval import answer_accuracy_on_split
-from jirl.train import plots
+from jirl.train import online, plots
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.metrics_writer import MetricsWriter, NullWriter
 from jirl.train.optimizer import make_optimizer
@@ -36,9 +36,34 @@ def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models
     return models.get_config(config.model.preset, **overrides)
 
 
+# Keys of the `loss` block that drive online sampling rather than the loss function itself.
+SAMPLING_KEYS = ("sample_every", "sample_temperature", "sample_max_tokens")
+
+
 def loss_function(config: Any):
-    opts = dict(config.loss)
+    opts = {k: v for k, v in config.loss.items() if k not in SAMPLING_KEYS}
     return losses.get(opts.pop("name"), **opts)
+
+
+def _policy_sampler(config: Any, graphdef: Any, tokenizer: Any, microbatches: int):
+    """Online IQLearn (loss.alpha > 0) samples the model's own responses; None when offline."""
+    if float(config.loss.get("alpha", 0.0)) <= 0:
+        return None
+    if jax.process_count() > 1:
+        raise ValueError("online IQLearn (loss.alpha > 0) runs on one process for now; use loss.alpha=0.")
+    if microbatches > 1:
+        raise ValueError(
+            "online IQLearn (loss.alpha > 0) does not combine with train.microbatches > 1 yet; "
+            "set one of them off."
+        )
+    return online.PolicySampler(
+        graphdef,
+        tokenizer,
+        every=int(config.loss.get("sample_every", 1)),
+        max_new_tokens=int(config.loss.get("sample_max_tokens", config.eval.max_new_tokens)),
+        temperature=float(config.loss.get("sample_temperature", 1.0)),
+        seed=int(config.train.seed),
+    )
 
 
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -161,6 +186,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         rules=rules,
     )
     eval_step = make_eval_step(graphdef, loss_fn)
+    sampler = _policy_sampler(config, graphdef, tokenizer, microbatches)
     # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
     first_logged = 0 if restored is None else start_step + 1
     writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
@@ -210,6 +236,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     try:
         window_start, window_tokens = time.perf_counter(), 0.0
         window_examples, window_truncated = 0.0, 0.0
+        window_sampling: dict[str, float] = {}
         step = start_step
         for step in range(start_step + 1, steps + 1):
             batch = next(train_batches)
@@ -217,6 +244,10 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
             window_examples += stats["examples"]
             window_truncated += stats["truncated"]
             check_batch(batch, cfg_model.vocab_size)
+            if sampler is not None:  # online: the model's own responses to this batch's prompts
+                batch["policy"], sample_stats = sampler(state.params, batch, step)
+                for key, value in sample_stats.items():
+                    window_sampling[key] = window_sampling.get(key, 0.0) + value
             state, metrics = train_step(state, sharding.shard_batch(batch, mesh, rules))
             local_tokens = (
                 np.sum(batch["segment_ids"] > 0) if "segment_ids" in batch else batch["inputs"].size
@@ -233,8 +264,13 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
                     truncated_examples=window_truncated,
                     truncated_fraction=window_truncated / max(window_examples, 1.0),
                 )
+                if window_sampling:  # sums over the window, and the rate over its samplings
+                    window_sampling["sample_tokens_per_sec"] = window_sampling["sample_tokens"] / max(
+                        window_sampling["sample_seconds"], 1e-9
+                    )
+                    record.update(window_sampling)
                 window_start, window_tokens = time.perf_counter(), 0.0
-                window_examples, window_truncated = 0.0, 0.0
+                window_examples, window_truncated, window_sampling = 0.0, 0.0, {}
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
             if config.eval.every and (step % config.eval.every == 0 or step == steps):
                 record.update(evaluate_loss(state.params))

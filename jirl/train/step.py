@@ -101,7 +101,16 @@ def make_train_step(
 
     def loss_and_grads(params, batch):
         def loss_of(p):
-            return loss_fn(forward(graphdef, p, batch), batch)
+            if "policy" not in batch:
+                return loss_fn(forward(graphdef, p, batch), batch)
+            expert = {k: v for k, v in batch.items() if k != "policy"}  # online: policy samples too
+            policy_logits = forward(graphdef, p, batch["policy"])
+            return loss_fn(
+                forward(graphdef, p, expert),
+                expert,
+                policy_logits=policy_logits,
+                policy_batch=batch["policy"],
+            )
 
         (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         if grad_shardings is not None:

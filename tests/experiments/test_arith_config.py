@@ -10,6 +10,7 @@ from configs import load_arith  # noqa: E402
 
 from jirl import losses, models  # noqa: E402
 from jirl.train import loss_function, model_config  # noqa: E402
+from jirl.train.loop import SAMPLING_KEYS  # noqa: E402
 
 
 def test_objectives_differ_only_under_loss():
@@ -19,7 +20,7 @@ def test_objectives_differ_only_under_loss():
     assert mle["loss"]["name"] == "mle" and iq["loss"]["name"] == "iqlearn"
 
 
-@pytest.mark.parametrize("objective", ["mle", "iqlearn"])
+@pytest.mark.parametrize("objective", ["mle", "iqlearn", "iqlearn_online"])
 def test_config_builds_its_model_and_loss(objective):
     config = load_arith(objective)
     for key in (
@@ -34,9 +35,10 @@ def test_config_builds_its_model_and_loss(objective):
         assert name in config[section], key
     assert model_config(config).num_params() == models.get_config("small").num_params()
     loss_function(config)
-    assert set(config.loss) - {"name"} == set(losses.options(objective))
+    assert set(config.loss) - {"name", *SAMPLING_KEYS} == set(losses.options(config.loss.name))
 
 
 def test_unknown_objective_is_named():
-    with pytest.raises(ValueError, match="unknown objective 'ppo'; accepted: \\['iqlearn', 'mle'\\]"):
+    accepted = r"\['iqlearn', 'iqlearn_online', 'mle'\]"
+    with pytest.raises(ValueError, match=f"unknown objective 'ppo'; accepted: {accepted}"):
         load_arith("ppo")

@@ -1,0 +1,61 @@
+"""Online IQLearn: prompts recovered from packed batches, policy batches packed right, the loop samples."""
+
+import json
+
+import numpy as np
+import pytest
+from configs import tiny_config
+
+from jirl import data
+from jirl.train import online, train
+
+
+def test_prompts_of_a_packed_batch_are_bos_plus_prompt(tiny_data_dir):
+    task, tok = data.get_task("arith"), data.ByteTokenizer()
+    batch = next(
+        data.make_batches(
+            task, "train", data_dir=tiny_data_dir, tokenizer=tok, seq_len=256, batch_size=4, seed=0,
+            task_config="tiny",
+        )
+    )  # fmt: skip
+    source = task.source("train", tiny_data_dir, "tiny")
+    every_prompt = {
+        tuple([tok.bos_id] + tok.encode(task.prompt_response(source[i])[0])) for i in range(len(source))
+    }
+    prompts = online.prompts_of(batch)
+    assert len(prompts) == int(sum(batch["segment_ids"][r].max() for r in range(4)))
+    assert all(tuple(p) in every_prompt for p in prompts)
+
+
+def test_pack_places_examples_with_the_mask_on_responses():
+    batch, dropped = online.pack([([1, 5, 6], [7, 8, 2]), ([1, 9], [3, 2]), ([1] + [4] * 9, [2])], 2, 8)
+    assert dropped == 1  # 10 + 1 tokens need 10 positions: no row of 8 takes it
+    np.testing.assert_array_equal(batch["inputs"][0], [1, 5, 6, 7, 8, 1, 9, 3])
+    np.testing.assert_array_equal(batch["targets"][0], [5, 6, 7, 8, 2, 9, 3, 2])
+    np.testing.assert_array_equal(batch["loss_mask"][0], [0, 0, 1, 1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(batch["segment_ids"][0], [1, 1, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(batch["positions"][0], [0, 1, 2, 3, 4, 0, 1, 2])
+    assert not batch["segment_ids"][1].any()
+
+
+def test_the_loop_trains_on_its_own_samples(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, steps=2)
+    config.loss.update(alpha=0.1, sample_every=1, sample_max_tokens=16)
+    config.train.log_every = 1
+    config.eval.every = 0
+    train(config, str(tmp_path), progress=False)
+    with open(tmp_path / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    for r in records:
+        assert r["policy_tokens"] > 0 and r["sample_tokens"] > 0 and r["sample_seconds"] > 0
+        assert "value_gap" in r  # the online form of the loss ran
+        online_part = r["loss"] - r["nll"] - 0.1 * (0.9 * r["td_reg"] + 0.1 * r["policy_td_reg"])
+        assert online_part == pytest.approx(0.1 * r["value_gap"], abs=1e-4)
+
+
+def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, steps=1)
+    config.loss.alpha = 0.1
+    config.train.microbatches = 2
+    with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
+        train(config, str(tmp_path), progress=False)
