@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/jirl train --config experiments/arith.py:iqlearn --workdir $(WORKDIR) \
+	JAX_PLATFORMS=cpu $(VENV)/bin/jirl train --config experiments/arith.py:iqlearn --workdir $(WORKDIR) \
 	    --config.eval.at_start=True $(DEMO_FLAGS)
 
 test: venv

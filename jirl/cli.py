@@ -1,6 +1,7 @@
 """`jirl train --config experiments/arith.py:iqlearn --workdir DIR [--config.KEY=VALUE ...]`;
 `jirl prepare --task NAME --source PATH [--task_config C] [--data_dir DIR] [--vocab_size N]`;
-`jirl plan --config experiments/FILE.py[:ARG] (--topology v5e:4x4 | --devices N) [--config.KEY=VALUE ...]`.
+`jirl plan --config experiments/FILE.py[:ARG] (--topology v5e:4x4 | --devices N) [--config.KEY=VALUE ...]`;
+`jirl eval --workdir DIR [--split S] [--samples K] [--temperature T,...] [--rerank N]`.
 
 Bad input (an unknown config key, objective, preset or task, a malformed batch) is reported as
 one line on stderr and exit status 2, never a traceback (set JIRL_TRACEBACK=1 to see one).
@@ -182,7 +183,47 @@ def _plan(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "prepare": _prepare, "plan": _plan}
+EVAL_USAGE = (
+    "usage: jirl eval --workdir DIR [--split validation] [--samples K] [--temperature T[,T...]] "
+    "[--top_k N] [--top_p P] [--num_prompts N] [--max_new_tokens N] [--rerank N]"
+)
+
+
+def _eval(args: list[str]) -> int:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "The run's directory.", flag_values=fv)
+    flags.DEFINE_string("split", "validation", "Split to evaluate.", flag_values=fv)
+    flags.DEFINE_integer("samples", 4, "Samples per prompt (K).", flag_values=fv)
+    flags.DEFINE_list("temperature", ["1.0"], "Sampling temperature(s), comma-separated.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 0, "Top-k sampling (0: off).", flag_values=fv)
+    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: off).", flag_values=fv)
+    flags.DEFINE_integer(
+        "num_prompts", None, "Prompts (default: the run's eval.num_examples).", flag_values=fv
+    )
+    flags.DEFINE_integer("max_new_tokens", None, "Default: the run's eval.max_new_tokens.", flag_values=fv)
+    flags.DEFINE_integer("rerank", 0, "Best-of-N reranking report with N samples (0: off).", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
+    _parse_flags(fv, args)
+    if not fv.workdir:
+        raise UsageError(f"--workdir is required; {EVAL_USAGE}")
+    try:
+        temperatures = tuple(float(t) for t in fv.temperature)
+    except ValueError:
+        raise UsageError(f"--temperature={','.join(fv.temperature)} must be numbers, e.g. 0.7,1.0.") from None
+    import json
+
+    from jirl.evaluation.run import evaluate
+
+    report = evaluate(
+        fv.workdir, split=fv.split, samples=fv.samples, temperatures=temperatures, top_k=fv.top_k,
+        top_p=fv.top_p, num_prompts=fv.num_prompts, max_new_tokens=fv.max_new_tokens, rerank=fv.rerank,
+        seed=fv.seed,
+    )  # fmt: skip
+    print(json.dumps(report))
+    return 0
+
+
+COMMANDS = {"train": _train, "prepare": _prepare, "plan": _plan, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:

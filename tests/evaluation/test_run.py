@@ -1,0 +1,88 @@
+"""`jirl eval` on a tiny trained run: the report, its file and plot, and bad input in one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jirl import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARITH = os.path.join(ROOT, "experiments", "arith.py")
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_data_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("evalrun") / "run"
+    code = cli.main(
+        [
+            "train", f"--config={ARITH}:iqlearn", f"--workdir={path}", "--progress=false",
+            "--config.model.preset=tiny", "--config.task.config=tiny",
+            f"--config.task.data_dir={tiny_data_dir}",
+            "--config.task.seq_len=128", "--config.train.steps=2", "--config.train.batch_size=2",
+            "--config.eval.every=0", "--config.eval.num_examples=2", "--config.eval.max_new_tokens=4",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return path
+
+
+def test_eval_reports_quality_diversity_and_rerank(workdir, capsys):
+    code = cli.main(
+        ["eval", f"--workdir={workdir}", "--samples=3", "--temperature=0.5,1.0", "--num_prompts=4",
+         "--max_new_tokens=8", "--rerank=3"]
+    )  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with open(workdir / "eval_validation.json") as f:
+        saved = json.load(f)
+    assert saved == {k: v for k, v in printed.items() if k != "plot"}
+    assert saved["step"] == 2 and saved["prompts"] == 4 and saved["samples"] == 3
+    assert [r["temperature"] for r in saved["by_temperature"]] == [0.5, 1.0]
+    for row in saved["by_temperature"]:
+        assert 0 <= row["answer_accuracy"] <= 1 and 0 <= row["self_bleu"] <= 100.01
+        assert 0 < row["distinct_1"] <= 1 and row["mean_token_entropy"] > 0
+    rerank = saved["rerank"]
+    assert rerank["n"] == 3 and set(rerank["best_of_n"]) == {
+        "reward",
+        "log_likelihood",
+        "random",
+        "oracle",
+        "mean",
+    }
+    assert os.path.exists(printed["plot"])
+
+
+def _eval(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jirl.cli", "eval", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--split=dev"], "split 'dev' is not a split of task 'arith'"),
+        (["--samples=0"], "--samples=0 must be at least 1"),
+        (["--top_p=1.5"], "top_p=1.5 must be in (0, 1]"),
+        (["--temperature=hot"], "--temperature=hot must be numbers"),
+        (["--max_new_tokens=400"], "exceeds the model's maximum length 256"),
+    ],
+)
+def test_bad_eval_input_is_one_line(workdir, args, message):
+    result = _eval(f"--workdir={workdir}", "--num_prompts=2", *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_a_workdir_without_checkpoint(tmp_path):
+    result = _eval(f"--workdir={tmp_path}")
+    assert result.returncode == 2 and f"no checkpoint in {tmp_path}" in result.stderr
+    assert os.listdir(tmp_path) == []  # nothing written there
