@@ -27,6 +27,7 @@ test: venv
 bench: venv
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/decode.py
 
 clean:
 	rm -rf $(VENV) runs data *.egg-info
