@@ -103,7 +103,10 @@ def write_report(results: dict[str, list[dict]], args) -> None:
         "",
         f"Extracted reward: Spearman correlation over all N=4 samples x 100 prompts (T={TEMPERATURES[0]}) of "
         "the sequence reward R (and of the log-likelihood) with answer correctness, and best-of-4 accuracy "
-        "when choosing by R, by log-likelihood, at random; `oracle` is any-of-4.",
+        "when choosing by R, by log-likelihood, at random; `oracle` is any-of-4. With gamma = 1 (all "
+        "variants here) the sum telescopes: R = sum_t (Q_t - V_{t+1}) = sum_t log pi_t + V(s_0), so within "
+        "one prompt R ranks samples exactly as the log-likelihood does and best-of-N by R equals best-of-N "
+        "by log-likelihood; the two Spearman correlations differ only through V(s_0) across prompts.",
         "",
         "| variant | Spearman(R, correct) | Spearman(log-lik, correct) | best-of-4 by R | by log-lik "
         "| random | oracle |",
@@ -120,6 +123,10 @@ def write_report(results: dict[str, list[dict]], args) -> None:
     plot_path = os.path.join(os.path.dirname(args.out), "arith_quality_diversity.png")
     plot = plot_study(results, plot_path)
     lines += ["", f"![quality against diversity]({os.path.basename(plot)})", ""]
+    notes = os.path.join(os.path.dirname(args.out), "arith_reading.md")  # the written reading of the numbers
+    if os.path.exists(notes):
+        with open(notes) as f:
+            lines += ["", f.read().strip(), ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
 

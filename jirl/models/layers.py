@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # constrain(x, logical_names) -> x, installed by whoever shards the model (jirl.sharding); None: no-op.
 _ACTIVATION_SHARDING: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
@@ -38,10 +40,46 @@ def rms_norm(x_BTD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
     return (y * scale_D.astype(jnp.float32)).astype(x_BTD.dtype)
 
 
-def apply_rope(x_BTHD: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding, rotate-half layout: pairs (x_i, x_{i+D/2}) rotate by pos/theta^(2i/D)."""
+def layer_norm(x_BTD: jax.Array, scale_D: jax.Array, bias_D: jax.Array, eps: float) -> jax.Array:
+    """y = (x - mean x) / sqrt(var x + eps) * scale + bias, computed in float32, returned in x's dtype."""
+    x32 = x_BTD.astype(jnp.float32)
+    centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    y = centred * jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + eps)
+    return (y * scale_D.astype(jnp.float32) + bias_D.astype(jnp.float32)).astype(x_BTD.dtype)
+
+
+def llama3_inv_freq(
+    head_dim: int,
+    theta: float,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_len: int,
+) -> np.ndarray:
+    """Llama 3 RoPE frequencies (float32 [D/2]): f_i = theta^(-2i/D), wavelength w_i = 2 pi / f_i.
+
+    w < L / high: f;  w > L / low: f / factor;  between: (1 - s) f / factor + s f with
+    s = (L / w - low) / (high - low), L the original context length.
+    """
+    inv_freq = (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)).astype(np.float32)
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > original_len / low_freq_factor, inv_freq / factor, inv_freq)
+    smooth = (original_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= original_len / high_freq_factor) & (wavelen <= original_len / low_freq_factor)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(
+    x_BTHD: jax.Array, positions_BT: jax.Array, theta: float, inv_freq: np.ndarray | None = None
+) -> jax.Array:
+    """Rotary position embedding, rotate-half layout: pairs (x_i, x_{i+D/2}) rotate by pos/theta^(2i/D).
+
+    `inv_freq` [D/2], when given, replaces theta^(-2i/D) (e.g. `llama3_inv_freq`).
+    """
     half = x_BTHD.shape[-1] // 2
-    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if inv_freq is None:
+        inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angles_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq
     sin = jnp.sin(angles_BTF)[:, :, None, :]
     cos = jnp.cos(angles_BTF)[:, :, None, :]
@@ -64,13 +102,24 @@ def attention_mask(
 
 
 def dot_product_attention(
-    q_BTHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array, mask_BTS: jax.Array
+    q_BTHD: jax.Array,
+    k_BSKD: jax.Array,
+    v_BSKD: jax.Array,
+    mask_BTS: jax.Array,
+    scale: float | None = None,
+    softcap: float = 0.0,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(D) masked) v with grouped-query attention (H = K * G); softmax in float32."""
+    """softmax(s masked) v, s = q k^T * scale (default D^-1/2), with grouped-query attention (H = K * G).
+
+    With softcap c > 0, s -> c tanh(s / c) before masking. Softmax in float32.
+    """
     b, t, h, d = q_BTHD.shape
     k = k_BSKD.shape[2]
-    q_BTKGD = q_BTHD.reshape(b, t, k, h // k, d) * jnp.asarray(d**-0.5, q_BTHD.dtype)
+    scale = d**-0.5 if scale is None else scale
+    q_BTKGD = q_BTHD.reshape(b, t, k, h // k, d) * jnp.asarray(scale, q_BTHD.dtype)
     scores = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
+    if softcap > 0:
+        scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKD.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD)
@@ -81,3 +130,26 @@ def swiglu(x_BTD: jax.Array, w_gate_DF: jax.Array, w_up_DF: jax.Array, w_down_FD
     """down(silu(x W_gate) * (x W_up))."""
     gate = jax.nn.silu(x_BTD @ w_gate_DF)
     return (gate * (x_BTD @ w_up_DF)) @ w_down_FD
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "silu": jax.nn.silu,
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+}
+
+
+def mlp(x_BTD: jax.Array, p: dict[str, jax.Array], activation: str) -> jax.Array:
+    """down(act(x W_gate + b_gate) * (x W_up + b_up)) + b_down; ungated: down(act(x W_up + b_up)) + b_down.
+
+    Biases are used where present in `p` (keys w_gate, w_up, w_down, b_gate, b_up, b_down).
+    """
+    dt = x_BTD.dtype
+    affine = lambda x, name: (
+        x @ p["w_" + name].astype(dt) + (p["b_" + name].astype(dt) if "b_" + name in p else 0)
+    )
+    if activation == "silu" and "w_gate" in p and "b_up" not in p:
+        return swiglu(x_BTD, p["w_gate"].astype(dt), p["w_up"].astype(dt), p["w_down"].astype(dt))
+    act = ACTIVATIONS[activation]
+    h = act(affine(x_BTD, "gate")) * affine(x_BTD, "up") if "w_gate" in p else act(affine(x_BTD, "up"))
+    return affine(h, "down")

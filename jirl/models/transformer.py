@@ -25,26 +25,71 @@ _REMAT_POLICIES = {
 }
 
 
-def _param(key: jax.Array, shape: tuple[int, ...], axes: tuple[str, ...], std: float | None) -> nnx.Param:
-    """A float32 parameter: normal(0, std) or ones when std is None, tagged with logical axes."""
+def _param(
+    key: jax.Array, shape: tuple[int, ...], axes: tuple[str | None, ...], std: float | None
+) -> nnx.Param:
+    """A float32 parameter: normal(0, std) (zeros for std 0) or ones when std is None, with logical axes."""
     value = jnp.ones(shape, jnp.float32) if std is None else std * jax.random.normal(key, shape, jnp.float32)
     return nnx.Param(value, sharding_names=axes, eager_sharding=False)
 
 
 def layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], float | None]]:
-    """name -> (per-layer shape, logical axes, init std or None for ones)."""
+    """name -> (per-layer shape, logical axes, init std: None for ones, 0 for zeros).
+
+    Bias and extra norm parameters exist only when the config asks for them.
+    """
     d, h, k, hd, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-    return {
-        "attn_norm": ((d,), ("embed",), None),
-        "wq": ((d, h, hd), ("embed", "heads", "kv"), d**-0.5),
-        "wk": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
-        "wv": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
-        "wo": ((h, hd, d), ("heads", "kv", "embed"), (h * hd) ** -0.5),
-        "mlp_norm": ((d,), ("embed",), None),
-        "w_gate": ((d, f), ("embed", "mlp"), d**-0.5),
-        "w_up": ((d, f), ("embed", "mlp"), d**-0.5),
-        "w_down": ((f, d), ("mlp", "embed"), f**-0.5),
-    }
+    norm_init = 0.0 if cfg.norm == "rms_plus_one" else None  # (1 + w) starts at w = 0
+    norms = ["attn_norm", "mlp_norm"] + (["post_attn_norm", "post_mlp_norm"] if cfg.post_norms else [])
+    specs = {name: ((d,), ("embed",), norm_init) for name in norms}
+    if cfg.norm == "layer":
+        specs.update({name + "_bias": ((d,), ("embed",), 0.0) for name in norms})
+    specs.update(
+        {
+            "wq": ((d, h, hd), ("embed", "heads", "kv"), d**-0.5),
+            "wk": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
+            "wv": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
+            "wo": ((h, hd, d), ("heads", "kv", "embed"), (h * hd) ** -0.5),
+            "w_up": ((d, f), ("embed", "mlp"), d**-0.5),
+            "w_down": ((f, d), ("mlp", "embed"), f**-0.5),
+        }
+    )
+    if cfg.gated_mlp:
+        specs["w_gate"] = ((d, f), ("embed", "mlp"), d**-0.5)
+    if cfg.qkv_bias:
+        specs["bq"] = ((h, hd), ("heads", "kv"), 0.0)
+        specs["bk"] = ((k, hd), ("heads", "kv"), 0.0)
+        specs["bv"] = ((k, hd), ("heads", "kv"), 0.0)
+    if cfg.out_bias:
+        specs["bo"] = ((d,), ("embed",), 0.0)
+    if cfg.mlp_bias:
+        specs["b_up"] = ((f,), ("mlp",), 0.0)
+        specs["b_down"] = ((d,), ("embed",), 0.0)
+        if cfg.gated_mlp:
+            specs["b_gate"] = ((f,), ("mlp",), 0.0)
+    return specs
+
+
+def norm(x_BTD: jax.Array, p: dict[str, jax.Array], name: str, cfg: ModelConfig) -> jax.Array:
+    """The config's norm with parameters p[name] (and p[name + '_bias'] for LayerNorm)."""
+    if cfg.norm == "layer":
+        return layers.layer_norm(x_BTD, p[name], p[name + "_bias"], cfg.norm_eps)
+    scale = 1.0 + p[name] if cfg.norm == "rms_plus_one" else p[name]
+    return layers.rms_norm(x_BTD, scale, cfg.norm_eps)
+
+
+def rope_inv_freq(cfg: ModelConfig):
+    """RoPE inverse frequencies [head_dim / 2] when scaled (Llama 3), else None (theta^(-2i/D))."""
+    if cfg.rope_scaling == "llama3":
+        return layers.llama3_inv_freq(
+            cfg.head_dim,
+            cfg.rope_theta,
+            cfg.rope_factor,
+            cfg.rope_low_freq_factor,
+            cfg.rope_high_freq_factor,
+            cfg.rope_original_max_len,
+        )
+    return None
 
 
 class DecoderLayers(nnx.Module):
@@ -62,6 +107,13 @@ class DecoderLayers(nnx.Module):
         }
 
 
+def _project(h_BTD: jax.Array, p: dict[str, jax.Array], name: str) -> jax.Array:
+    """x W_name (+ b_name when present): [B, T, heads, head_dim]."""
+    dt = h_BTD.dtype
+    out = jnp.einsum("btd,dhk->bthk", h_BTD, p["w" + name].astype(dt))
+    return out + p["b" + name].astype(dt) if "b" + name in p else out
+
+
 def decoder_block(
     p: dict[str, jax.Array],
     x_BTD: jax.Array,
@@ -71,25 +123,36 @@ def decoder_block(
     kv_cache=None,
     cache_index=None,
 ):
-    """x + attn(norm x), then + mlp(norm x). With a cache, new k/v are written at cache_index."""
+    """x + attn(norm x), then + mlp(norm x). With a cache, new k/v are written at cache_index.
+
+    With post_norms (Gemma 2): x + norm(attn(norm x)), then x + norm(mlp(norm x)).
+    """
     dt = x_BTD.dtype
-    h = layers.rms_norm(x_BTD, p["attn_norm"], cfg.norm_eps)
-    q = jnp.einsum("btd,dhk->bthk", h, p["wq"].astype(dt))
-    k = jnp.einsum("btd,dhk->bthk", h, p["wk"].astype(dt))
-    v = jnp.einsum("btd,dhk->bthk", h, p["wv"].astype(dt))
-    q = layers.apply_rope(q, positions_BT, cfg.rope_theta)
-    k = layers.apply_rope(k, positions_BT, cfg.rope_theta)
+    h = norm(x_BTD, p, "attn_norm", cfg)
+    q, k, v = _project(h, p, "q"), _project(h, p, "k"), _project(h, p, "v")
+    if cfg.position_embedding == "rope":
+        inv_freq = rope_inv_freq(cfg)
+        q = layers.apply_rope(q, positions_BT, cfg.rope_theta, inv_freq)
+        k = layers.apply_rope(k, positions_BT, cfg.rope_theta, inv_freq)
     if kv_cache is not None:
         k_cache, v_cache = kv_cache
         start = (0, cache_index, 0, 0)
         k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
         v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
         kv_cache = (k, v)
-    attn = layers.dot_product_attention(q, k.astype(dt), v.astype(dt), mask_BTS)
-    x_BTD = x_BTD + jnp.einsum("bthk,hkd->btd", attn, p["wo"].astype(dt))
-    h = layers.rms_norm(x_BTD, p["mlp_norm"], cfg.norm_eps)
-    x_BTD = x_BTD + layers.swiglu(h, p["w_gate"].astype(dt), p["w_up"].astype(dt), p["w_down"].astype(dt))
-    return x_BTD, kv_cache
+    scale = cfg.query_scale**-0.5 if cfg.query_scale > 0 else None
+    attn = layers.dot_product_attention(q, k.astype(dt), v.astype(dt), mask_BTS, scale, cfg.attn_softcap)
+    out = jnp.einsum("bthk,hkd->btd", attn, p["wo"].astype(dt))
+    if "bo" in p:
+        out = out + p["bo"].astype(dt)
+    if cfg.post_norms:
+        out = norm(out, p, "post_attn_norm", cfg)
+    x_BTD = x_BTD + out
+    h = norm(x_BTD, p, "mlp_norm", cfg)
+    out = layers.mlp(h, p, cfg.activation)
+    if cfg.post_norms:
+        out = norm(out, p, "post_mlp_norm", cfg)
+    return x_BTD + out, kv_cache
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, length: int) -> dict[str, jax.Array]:
@@ -113,8 +176,13 @@ class Transformer(nnx.Module):
         # at init. Tied: d^-1/2, so that the initial logits have unit scale.
         embed_std = cfg.embed_dim**-0.5 if cfg.tie_embeddings else 1.0
         self.embed = _param(rngs.params(), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), embed_std)
+        if cfg.position_embedding == "learned":
+            self.pos_embed = _param(rngs.params(), (cfg.max_len, cfg.embed_dim), (None, "embed"), 0.02)
         self.layers = DecoderLayers(cfg, rngs=rngs)
-        self.final_norm = _param(rngs.params(), (cfg.embed_dim,), ("embed",), None)
+        norm_init = 0.0 if cfg.norm == "rms_plus_one" else None
+        self.final_norm = _param(rngs.params(), (cfg.embed_dim,), ("embed",), norm_init)
+        if cfg.norm == "layer":
+            self.final_norm_bias = _param(rngs.params(), (cfg.embed_dim,), ("embed",), 0.0)
         if not cfg.tie_embeddings:
             self.unembed = _param(
                 rngs.params(), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), cfg.embed_dim**-0.5
@@ -138,6 +206,7 @@ class Transformer(nnx.Module):
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
         if cache is None:
+            kv_slots_BS = q_slots_BT
             mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, q_slots_BT, segment_ids)
             kv_caches = None
         else:
@@ -150,30 +219,47 @@ class Transformer(nnx.Module):
             mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, kv_slots_BS, kv_segments_BS)
             kv_caches = (cache["k"], cache["v"])
 
+        # Per layer: whether it attends globally or within the sliding window (Gemma 2).
+        is_global_L = jnp.asarray([cfg.is_global_layer(i) for i in range(cfg.num_layers)])
+        if cfg.sliding_window > 0:
+            in_window_BTS = kv_slots_BS[:, None, :] > q_slots_BT[:, :, None] - cfg.sliding_window
+            local_mask_BTS = mask_BTS & in_window_BTS
         embed_VD = self.embed[...]
-        x = layers.constrain(jnp.take(embed_VD, tokens_BT, axis=0).astype(dt), _ACTIVATIONS_BTD)
+        x = jnp.take(embed_VD, tokens_BT, axis=0).astype(dt)
+        if cfg.embed_scale:
+            x = x * jnp.asarray(cfg.embed_dim**0.5, dt)
+        if cfg.position_embedding == "learned":
+            x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dt)
+        x = layers.constrain(x, _ACTIVATIONS_BTD)
 
         def body(x, layer):
-            params, kv = layer
-            x, kv = decoder_block(params, x, positions, mask_BTS, cfg, kv, start)
+            params, kv, is_global = layer
+            mask = mask_BTS if cfg.sliding_window <= 0 else jnp.where(is_global, mask_BTS, local_mask_BTS)
+            x, kv = decoder_block(params, x, positions, mask, cfg, kv, start)
             return layers.constrain(x, _ACTIVATIONS_BTD), kv
 
         if cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
         stacked = self.layers.stacked()
         if cfg.scan_layers:
-            x, new_kv = jax.lax.scan(body, x, (stacked, kv_caches))
+            x, new_kv = jax.lax.scan(body, x, (stacked, kv_caches, is_global_L))
         else:
             outs = []
             for i in range(cfg.num_layers):
-                layer = jax.tree.map(lambda a: a[i], (stacked, kv_caches))
+                layer = jax.tree.map(lambda a: a[i], (stacked, kv_caches, is_global_L))
                 x, kv = body(x, layer)
                 outs.append(kv)
             new_kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-        x = layers.rms_norm(x, self.final_norm[...], cfg.norm_eps)
+        final = {"final_norm": self.final_norm[...]}
+        if cfg.norm == "layer":
+            final["final_norm_bias"] = self.final_norm_bias[...]
+        x = norm(x, final, "final_norm", cfg)
         unembed_DV = embed_VD.T if cfg.tie_embeddings else self.unembed[...]
-        logits_BTV = layers.constrain(x @ unembed_DV.astype(dt), _ACTIVATIONS_BTV)
+        logits_BTV = x @ unembed_DV.astype(dt)
+        if cfg.final_softcap > 0:
+            logits_BTV = cfg.final_softcap * jnp.tanh(logits_BTV / cfg.final_softcap)
+        logits_BTV = layers.constrain(logits_BTV, _ACTIVATIONS_BTV)
         if cache is None:
             return logits_BTV
         new_cache = {"k": new_kv[0], "v": new_kv[1], "segment_ids": kv_segments_BS, "index": start + t}
