@@ -40,22 +40,29 @@ def layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str,
     """
     d, h, k, hd, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
     norm_init = 0.0 if cfg.norm == "rms_plus_one" else None  # (1 + w) starts at w = 0
-    norms = ["attn_norm", "mlp_norm"] + (["post_attn_norm", "post_mlp_norm"] if cfg.post_norms else [])
-    specs = {name: ((d,), ("embed",), norm_init) for name in norms}
-    if cfg.norm == "layer":
-        specs.update({name + "_bias": ((d,), ("embed",), 0.0) for name in norms})
+    # Insertion order is the order of the init keys: the Llama layout keeps its original order, so a
+    # seed gives the same initial parameters as before the other families existed.
+    specs = {"attn_norm": ((d,), ("embed",), norm_init)}
+    if cfg.post_norms:
+        specs["post_attn_norm"] = ((d,), ("embed",), norm_init)
     specs.update(
         {
             "wq": ((d, h, hd), ("embed", "heads", "kv"), d**-0.5),
             "wk": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
             "wv": ((d, k, hd), ("embed", "heads", "kv"), d**-0.5),
             "wo": ((h, hd, d), ("heads", "kv", "embed"), (h * hd) ** -0.5),
-            "w_up": ((d, f), ("embed", "mlp"), d**-0.5),
-            "w_down": ((f, d), ("mlp", "embed"), f**-0.5),
+            "mlp_norm": ((d,), ("embed",), norm_init),
         }
     )
+    if cfg.post_norms:
+        specs["post_mlp_norm"] = ((d,), ("embed",), norm_init)
     if cfg.gated_mlp:
         specs["w_gate"] = ((d, f), ("embed", "mlp"), d**-0.5)
+    specs["w_up"] = ((d, f), ("embed", "mlp"), d**-0.5)
+    specs["w_down"] = ((f, d), ("mlp", "embed"), f**-0.5)
+    if cfg.norm == "layer":
+        norms = [n for n in ("attn_norm", "post_attn_norm", "mlp_norm", "post_mlp_norm") if n in specs]
+        specs.update({name + "_bias": ((d,), ("embed",), 0.0) for name in norms})
     if cfg.qkv_bias:
         specs["bq"] = ((h, hd), ("heads", "kv"), 0.0)
         specs["bk"] = ((k, hd), ("heads", "kv"), 0.0)

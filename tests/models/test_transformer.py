@@ -119,3 +119,11 @@ def test_bad_presets_and_options_are_named():
         models.get_config("tiny", layers=3)
     with pytest.raises(ValueError, match="model.dtype='float16'.*bfloat16"):
         models.get_config("tiny", dtype="float16")
+
+
+def test_llama_layout_keeps_its_init_order():
+    """Init keys are drawn in this order: changing it would change every seed's initial parameters."""
+    from jirl.models.transformer import layer_specs
+
+    order = ["attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down"]
+    assert list(layer_specs(models.get_config("small"))) == order
