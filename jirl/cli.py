@@ -223,7 +223,37 @@ def _eval(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "prepare": _prepare, "plan": _plan, "eval": _eval}
+def _export(args: list[str]) -> int:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "The run's directory.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Folder to write (config.json + model.safetensors).", flag_values=fv)
+    flags.DEFINE_string("model_type", None, "Hugging Face model_type (default: the closest).", flag_values=fv)
+    _parse_flags(fv, args)
+    if not fv.workdir or not fv.out:
+        raise UsageError(
+            "usage: jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2]"
+        )
+    import shutil
+
+    import jax
+
+    from jirl.evaluation.run import load_run
+    from jirl.models import hf
+    from jirl.train.loop import model_config
+
+    run = load_run(fv.workdir)
+    config = model_config(run["config"], run["tokenizer"].vocab_size)
+    hf.save(jax.device_get(run["params"]), config, fv.out, fv.model_type)
+    source = run["config"].get("tokenizer", {}).get("path") or run["config"].model.get("init_from") or ""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):  # travels along
+        if source and os.path.isfile(os.path.join(os.path.expanduser(source), name)):
+            shutil.copy(os.path.join(os.path.expanduser(source), name), os.path.join(fv.out, name))
+    family = fv.model_type or hf.family_of(config)
+    print(f"jirl: wrote the step-{run['step']} weights of {fv.workdir} to {fv.out} ({family})")
+    return 0
+
+
+COMMANDS = {"train": _train, "prepare": _prepare, "plan": _plan, "eval": _eval, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,10 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
     config.task = ConfigDict(dict(dict(config="default", data_dir="data", pack=True), **task))
     config.tokenizer = ConfigDict(dict(kind="byte", path="", vocab_size=0))
     # An unrolled layer loop is ~12% faster than scan for the small model on XLA:CPU.
-    config.model = ConfigDict(dict(preset="small", dtype="float32", remat="none", scan_layers=False))
+    # init_from: a Hugging Face checkpoint folder to start from (its config.json sets the shape).
+    config.model = ConfigDict(
+        dict(preset="small", init_from="", dtype="float32", remat="none", scan_layers=False)
+    )
     config.train = ConfigDict(
         dict(
             steps=1000,

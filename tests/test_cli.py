@@ -25,7 +25,7 @@ def _run(*args):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["fly"], "unknown command 'fly'; accepted: ['train', 'prepare', 'plan', 'eval']"),
+        (["fly"], "unknown command 'fly'; accepted: ['train', 'prepare', 'plan', 'eval', 'export']"),
         (["train", f"--config={ARITH}:iqlearn", "--workdir=w", "--config.train.stepz=3"], "stepz"),
         (["train", f"--config={ARITH}:ppo", "--workdir=w"], "unknown objective 'ppo'"),
         (

@@ -21,7 +21,7 @@ from jirl import data, sampling
 from jirl.evaluation import diversity, quality, rewards
 from jirl.evaluation.answers import extract_answer
 from jirl.train.checkpoint import Checkpointer
-from jirl.train.loop import make_mesh, model_config
+from jirl.train.loop import make_mesh, model_config, run_tokenizer
 from jirl.train.optimizer import make_optimizer
 from jirl.train.step import sharded_state_target
 
@@ -36,7 +36,7 @@ def load_run(workdir: str) -> dict[str, Any]:
         config = ConfigDict(json.load(f))
     task = data.get_task(config.task.name)
     data_dir = os.path.expanduser(config.task.data_dir)
-    tokenizer = data.make_tokenizer(config.get("tokenizer"), task, data_dir, config.task.config)
+    tokenizer = run_tokenizer(config, task, data_dir)
     cfg_model = model_config(config, tokenizer.vocab_size)
     tx, _ = make_optimizer(config.train)
     mesh, rules = make_mesh(config)

@@ -347,6 +347,11 @@ def _gpt2_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 # Tensors
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The config.json dict of a Hugging Face checkpoint folder."""
+    return _read_config(Path(path))
+
+
 def _read_config(folder: Path) -> dict[str, Any]:
     if not (folder / "config.json").is_file():
         raise ValueError(f"{str(folder)!r} is not a Hugging Face checkpoint folder: it has no config.json.")

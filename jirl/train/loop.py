@@ -19,6 +19,7 @@ from jirl.train import online, plots
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.metrics_writer import MetricsWriter, NullWriter
 from jirl.train.optimizer import make_optimizer
+from jirl.train.state import TrainState
 from jirl.train.step import (
     check_batch,
     create_sharded_train_state,
@@ -29,8 +30,19 @@ from jirl.train.step import (
 
 
 def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models.ModelConfig:
-    """The model of `config.model`; `vocab_size=-1` takes the tokenizer's vocabulary size."""
-    overrides = {k: v for k, v in config.model.items() if k != "preset"}
+    """The model of `config.model`; `vocab_size=-1` takes the tokenizer's vocabulary size.
+
+    With `model.init_from` (a Hugging Face checkpoint folder) the shape comes from its config.json;
+    the other `model` keys (dtype, remat, scan_layers, ...) still apply, `preset` is not used.
+    """
+    overrides = {k: v for k, v in config.model.items() if k not in ("preset", "init_from")}
+    init_from = config.model.get("init_from") or ""
+    if init_from:
+        from jirl.models import hf
+
+        shape_keys = set(models.PRESETS[config.model.preset])  # the checkpoint decides these
+        compute = {k: v for k, v in overrides.items() if k not in shape_keys}
+        return hf.config_from_hf(hf.read_config(os.path.expanduser(init_from)), **compute)
     if overrides.get("vocab_size") == -1 and tokenizer_vocab_size is not None:
         overrides["vocab_size"] = tokenizer_vocab_size
     return models.get_config(config.model.preset, **overrides)
@@ -87,6 +99,25 @@ def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.shardi
     return sharding.make_mesh(block, devices), rules
 
 
+def run_tokenizer(config: Any, task: Any, data_dir: str) -> Any:
+    """The `tokenizer` block's tokenizer; kind 'hf' without a path reads the `model.init_from` folder's."""
+    cfg = dict(config.get("tokenizer") or {})
+    if cfg.get("kind") == "hf" and not cfg.get("path") and config.model.get("init_from"):
+        cfg["path"] = os.path.expanduser(config.model.init_from)
+    return data.make_tokenizer(cfg, task, data_dir, config.task.config)
+
+
+def _pretrained_state(path: str, cfg_model: models.ModelConfig, tx: Any, shardings: Any) -> TrainState:
+    """A train state whose params are a Hugging Face checkpoint, placed on the run's shardings."""
+    from jirl.models import hf
+
+    _, params = hf.load_params(path, cfg_model)
+    params = jax.device_put(params, shardings.params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(np.zeros((), np.int32), shardings.step)
+    return TrainState(step=step, params=params, opt_state=opt_state)
+
+
 def _local_batch_size(batch_size: int) -> int:
     count = jax.process_count()
     if batch_size % count:
@@ -123,7 +154,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         k: config.task[k] for k in ("prompt_field", "response_field", "reference_field") if k in config.task
     }
     task.prepare(data_dir, task_config, config.task.get("source") or None, **fields)
-    tokenizer = data.make_tokenizer(config.get("tokenizer"), task, data_dir, task_config)
+    tokenizer = run_tokenizer(config, task, data_dir)
     cfg_model = model_config(config, tokenizer.vocab_size)
     data.check_vocab(tokenizer, cfg_model.vocab_size)
     if config.task.seq_len > cfg_model.max_len:
@@ -170,6 +201,9 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         else:
             train_batches.set_state(data_state)
         print(f"jirl: resuming from the checkpoint at step {start_step}")
+    elif config.model.get("init_from"):
+        state = _pretrained_state(os.path.expanduser(config.model.init_from), cfg_model, tx, state_shardings)
+        print(f"jirl: starting from the pretrained weights in {config.model.init_from}")
     else:
         _, state, _ = create_sharded_train_state(cfg_model, tx, config.train.seed, mesh, rules)
     if is_main:

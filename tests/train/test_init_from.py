@@ -1,0 +1,59 @@
+"""Fine-tuning a Hugging Face checkpoint: `model.init_from` starts from its weights, `jirl export` writes
+them back in a folder transformers loads."""
+
+import json
+import os
+
+import numpy as np
+import torch
+import transformers
+from configs import ARITH
+
+from jirl import cli
+
+
+def _tiny_llama(folder):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return model
+
+
+def _logits(model, tokens):
+    with torch.no_grad():
+        return model(torch.as_tensor(tokens)).logits.float().numpy()
+
+
+def test_train_from_a_checkpoint_and_export_it_back(tiny_data_dir, tmp_path, capsys):
+    original = _tiny_llama(tmp_path / "hf")
+    workdir = tmp_path / "run"
+    common = [f"--workdir={workdir}", "--progress=false", f"--config.task.data_dir={tiny_data_dir}",
+              "--config.task.config=tiny", "--config.task.seq_len=128", "--config.train.batch_size=2",
+              "--config.train.log_every=1", "--config.eval.every=0", "--config.eval.num_examples=2",
+              "--config.eval.max_new_tokens=4"]  # fmt: skip
+    # Learning rate 0: the weights after training are the checkpoint's, which makes the round trip exact.
+    code = cli.main(["train", f"--config={ARITH}:mle", *common, f"--config.model.init_from={tmp_path / 'hf'}",
+                     "--config.train.steps=1", "--config.train.learning_rate=0.0"])  # fmt: skip
+    assert code == 0
+    assert "starting from the pretrained weights" in capsys.readouterr().out
+    with open(workdir / "summary.json") as f:
+        assert json.load(f)["num_params"] == sum(p.numel() for p in original.parameters())
+    assert cli.main(["export", f"--workdir={workdir}", f"--out={tmp_path / 'out'}"]) == 0
+    assert "(llama)" in capsys.readouterr().out
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    tokens = np.random.default_rng(0).integers(0, 259, (2, 10))
+    np.testing.assert_allclose(_logits(reloaded, tokens), _logits(original, tokens), atol=1e-5)
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+
+
+def test_export_needs_a_trained_run(tmp_path, capsys):
+    assert cli.main(["export", f"--workdir={tmp_path}", f"--out={tmp_path / 'out'}"]) == 2
+    assert f"no checkpoint in {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
