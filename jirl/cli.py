@@ -82,6 +82,12 @@ def _one_line(error: BaseException) -> str:
 
 def _train(args: list[str]) -> int:
     flag_values = _parse_train_flags(args)
+    if flag_values.config.get("kind") == "mdp_irl":  # feature-based IRL on MDPs (jirl.irl)
+        from jirl.irl.experiment import run
+
+        summary = run(flag_values.config, flag_values.workdir, progress=flag_values.progress)
+        print(f"outputs in {summary['workdir']}: {', '.join(summary['outputs'])}")
+        return 0
     from jirl.train import train  # after flag parsing: bad flags fail fast, before jax loads
 
     summary = train(flag_values.config, flag_values.workdir, progress=flag_values.progress)

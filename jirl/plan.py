@@ -146,6 +146,8 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     spec = jax.ShapeDtypeStruct((batch_size, seq_len), "int32", sharding=sharding.batch_sharding(mesh, rules))
     batch = {k: spec for k in ("inputs", "targets", "segment_ids", "positions")}
     batch["loss_mask"] = jax.ShapeDtypeStruct((batch_size, seq_len), "float32", sharding=spec.sharding)
+    if cfg_model.is_encoder_decoder:  # the prompt side: seq_len encoder tokens per row
+        batch.update({k: spec for k in ("encoder_inputs", "encoder_segment_ids", "encoder_positions")})
     compiled = step.lower(target, batch).compile()
     memory = compiled.memory_analysis()
     arguments, outputs = int(memory.argument_size_in_bytes), int(memory.output_size_in_bytes)

@@ -1,5 +1,8 @@
 """Batched KV-cache decoding: prefill the prompts, then one token per step in a `lax.while_loop`.
 
+For an encoder-decoder (T5) the prompts are encoded once, their cross-attention keys and values
+cached, and the decoder starts from `decoder_start_id`.
+
 Prompts of different lengths are left-padded into one [B, P] block (padding is segment 0, so no
 real token attends to it); each row stops at EOS or after `max_new_tokens`. Tokens are picked
 greedily (temperature 0) or sampled from the softmax of z / temperature, optionally restricted
@@ -119,8 +122,18 @@ def decode(
     slots_BP = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     segments_BP = (slots_BP >= pad_B[:, None]).astype(jnp.int32)
     positions_BP = jnp.maximum(slots_BP - pad_B[:, None], 0)
-    cache = models.init_cache(model.config, b, p + n)
-    logits_BPV, cache = model(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
+    if model.config.is_encoder_decoder:  # the prompt is the encoder's; the decoder starts from one token
+        encoded_BPD = model.encode(prompt_BP, positions=positions_BP, segment_ids=segments_BP)
+        cache = model.start_cache(encoded_BPD, segments_BP, n + 1)
+        step_fn = model.decode
+        start_B1 = jnp.full((b, 1), model.config.decoder_start_id, jnp.int32)
+        ones_B1 = jnp.ones((b, 1), jnp.int32)
+        logits_BPV, cache = step_fn(start_B1, positions=0 * ones_B1, segment_ids=ones_B1, cache=cache)
+        lengths_B = jnp.ones_like(lengths_B)  # decoder positions of the new tokens: 1, 2, ...
+    else:
+        cache = models.init_cache(model.config, b, p + n)
+        step_fn = model
+        logits_BPV, cache = model(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
 
     def cond(carry):
         i, _, _, out, done_B, _ = carry
@@ -146,7 +159,7 @@ def decode(
             new["logits"] = jnp.where(live_B[:, None], logits_BV, 0.0)
         out = {k: out[k].at[:, i].set(new[k]) for k in out}
         done_B = done_B | (token_B == eos_id)
-        logits_B1V, cache = model(
+        logits_B1V, cache = step_fn(
             token_B[:, None],
             positions=(lengths_B + i)[:, None],
             segment_ids=jnp.ones((b, 1), jnp.int32),
@@ -204,19 +217,28 @@ def generate_with_logprobs(
     `batch_size` at a time, padded to a multiple of `bucket` so that few shapes compile.
     """
     _check_options(max_new_tokens, temperature, top_k, top_p, batch_size)
-    max_len = nnx.merge(graphdef, params).config.max_len
+    config = nnx.merge(graphdef, params).config
+    max_len = config.max_len
     results: list[Generation] = []
     rng = jax.random.PRNGKey(seed)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         longest = max(len(p) for p in chunk)
         length = -(-longest // bucket) * bucket
-        if longest + max_new_tokens > max_len:
+        if config.is_encoder_decoder:  # the prompt goes to the encoder, the new tokens to the decoder
+            if max(longest, max_new_tokens) > max_len:
+                raise ValueError(
+                    f"a prompt of {longest} tokens or {max_new_tokens} new tokens exceeds "
+                    f"the model's maximum length {max_len}."
+                )
+            length = min(length, max_len)
+        elif longest + max_new_tokens > max_len:
             raise ValueError(
                 f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds "
                 f"the model's maximum length {max_len}."
             )
-        length = min(length, max_len - max_new_tokens)
+        else:
+            length = min(length, max_len - max_new_tokens)
         n_real = len(chunk)
         if len(prompts) > batch_size:  # a short last chunk is padded: every chunk compiles once
             chunk += [chunk[-1]] * (batch_size - n_real)

@@ -1,7 +1,14 @@
 """Tokenizers, tasks (generated and local), TFDS builders and the grain input pipeline."""
 
 from jirl.data.arith import Problem, check_rationale, make_problem
-from jirl.data.pipeline import eval_prompts, make_batches, pop_stats, tokenize_example, truncate
+from jirl.data.pipeline import (
+    eval_prompts,
+    make_batches,
+    pop_stats,
+    tokenize_example,
+    tokenize_seq2seq_example,
+    truncate,
+)
 from jirl.data.tasks import Task, get_task, task_names
 from jirl.data.tokenizer import (
     ByteTokenizer,
@@ -33,6 +40,7 @@ __all__ = [
     "task_names",
     "task_sentencepiece",
     "tokenize_example",
+    "tokenize_seq2seq_example",
     "train_sentencepiece",
     "truncate",
 ]

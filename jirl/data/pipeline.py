@@ -1,7 +1,8 @@
 """Grain input pipeline: slice, shuffle, tokenize, truncate, pack or pad, batch.
 
 Each batch is a dict of [B, T] numpy arrays in the layout of DESIGN.md: inputs,
-targets (int32), loss_mask (float32), segment_ids and positions (int32). The
+targets (int32), loss_mask (float32), segment_ids and positions (int32); for an
+encoder-decoder also encoder_inputs, encoder_segment_ids and encoder_positions. The
 iterator is a grain `DatasetIterator`, so `get_state()` / `set_state()` resume
 it exactly (for resuming a run from a checkpoint).
 """
@@ -17,6 +18,7 @@ from jirl.data.tasks import Task
 from jirl.data.tokenizer import Tokenizer
 
 FEATURES = ("inputs", "targets", "loss_mask")
+ENCODER_FEATURES = ("encoder_inputs",)
 # Per-token statistics that travel with a batch but never reach the model: 1 at the first token of
 # each example whose prompt or response was cut to fit (see `pop_stats`).
 STATS = ("truncated",)
@@ -60,6 +62,29 @@ def tokenize_example(
     }
 
 
+def tokenize_seq2seq_example(
+    prompt: str, response: str, tokenizer: Tokenizer, start_id: int, seq_len: int | None = None
+) -> dict[str, np.ndarray]:
+    """Encoder-decoder arrays: encoder_inputs = prompt + [EOS]; decoder inputs = [start] + response,
+    targets = response + [EOS], loss_mask 1 on every target.
+
+    With `seq_len`, each side is cut to `seq_len` tokens keeping its start (T5's convention).
+    """
+    prompt_ids = tokenizer.encode(prompt) + [tokenizer.eos_id]
+    response_ids = tokenizer.encode(response) + [tokenizer.eos_id]
+    truncated = np.zeros(min(len(response_ids), seq_len or len(response_ids)), np.float32)
+    if seq_len is not None:
+        truncated[0] = float(len(prompt_ids) > seq_len or len(response_ids) > seq_len)
+        prompt_ids, response_ids = prompt_ids[:seq_len], response_ids[:seq_len]
+    return {
+        "encoder_inputs": np.asarray(prompt_ids, np.int32),
+        "inputs": np.asarray([start_id] + response_ids[:-1], np.int32),
+        "targets": np.asarray(response_ids, np.int32),
+        "loss_mask": np.ones(len(response_ids), np.float32),
+        "truncated": truncated,
+    }
+
+
 def pop_stats(batch: dict[str, np.ndarray]) -> dict[str, float]:
     """Removes the statistics rows from `batch`; returns {examples, truncated} counts in it."""
     truncated = batch.pop("truncated", None)
@@ -70,29 +95,42 @@ def pop_stats(batch: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def _tokenize_record(record: Any, *, task: Task, tokenizer: Tokenizer, seq_len: int) -> dict[str, np.ndarray]:
+def _tokenize_record(
+    record: Any, *, task: Task, tokenizer: Tokenizer, seq_len: int, start_id: int | None
+) -> dict[str, np.ndarray]:
     prompt, response = task.prompt_response(record)
+    if start_id is not None:
+        return tokenize_seq2seq_example(prompt, response, tokenizer, start_id, seq_len)
     return tokenize_example(prompt, response, tokenizer, seq_len)
 
 
 def _pad_row(example: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
-    """One example per row, zero-padded to `seq_len`; segment 1, padding 0."""
-    length = len(example["inputs"])
-    row = {k: np.zeros(seq_len, example[k].dtype) for k in (*FEATURES, *STATS)}
-    for k in (*FEATURES, *STATS):
-        row[k][:length] = example[k]
-    row["segment_ids"] = np.zeros(seq_len, np.int32)
-    row["segment_ids"][:length] = 1
-    row["positions"] = np.zeros(seq_len, np.int32)
-    row["positions"][:length] = np.arange(length, dtype=np.int32)
+    """One example per row, zero-padded to `seq_len`; segment 1, padding 0 (encoder side likewise)."""
+    row = {}
+    for prefix, features in (("", (*FEATURES, *STATS)), ("encoder_", ENCODER_FEATURES)):
+        if features[0] not in example:
+            continue
+        length = len(example[features[0]])
+        for k in features:
+            row[k] = np.zeros(seq_len, example[k].dtype)
+            row[k][: len(example[k])] = example[k]
+        row[prefix + "segment_ids"] = np.zeros(seq_len, np.int32)
+        row[prefix + "segment_ids"][:length] = 1
+        row[prefix + "positions"] = np.zeros(seq_len, np.int32)
+        row[prefix + "positions"][:length] = np.arange(length, dtype=np.int32)
     return row
 
 
 def _from_packed(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Grain names segment ids per feature; all features share them here."""
+    """Grain names segment ids per feature; the decoder features share the inputs' ones. An
+    example's segment id is the same on the encoder and the decoder side (its order in the bin)."""
     out = {k: row[k] for k in (*FEATURES, *STATS)}
     out["segment_ids"] = row["inputs_segment_ids"]
     out["positions"] = row["inputs_positions"]
+    if "encoder_inputs" in row:
+        out["encoder_inputs"] = row["encoder_inputs"]
+        out["encoder_segment_ids"] = row["encoder_inputs_segment_ids"]
+        out["encoder_positions"] = row["encoder_inputs_positions"]
     return out
 
 
@@ -113,6 +151,7 @@ def make_batches(
     worker_count: int = 0,
     prefetch: int = 0,
     task_config: str = "default",
+    decoder_start_id: int | None = None,
 ) -> grain.DatasetIterator:
     """An iterator of [batch_size, seq_len] batches of `task`'s `split`.
 
@@ -122,7 +161,9 @@ def make_batches(
     of epochs the last batch is completed with all-zero rows. `worker_count` > 0
     prepares batches in that many processes, each `prefetch` batches ahead;
     with no workers, `prefetch` > 0 prepares them in a background thread.
-    Batches carry the `STATS` rows as well; `pop_stats` takes them out.
+    Batches carry the `STATS` rows as well; `pop_stats` takes them out. With
+    `decoder_start_id`, batches are encoder-decoder ones (`tokenize_seq2seq_example`): the
+    prompt goes to the encoder, the decoder starts from that token.
     """
     for key, value in (("seq_len", seq_len), ("batch_size", batch_size), ("process_count", process_count)):
         if value < 1:
@@ -139,13 +180,16 @@ def make_batches(
     if shuffle:
         ds = ds.shuffle(seed)
     ds = ds.repeat(num_epochs).map(
-        functools.partial(_tokenize_record, task=task, tokenizer=tokenizer, seq_len=seq_len)
+        functools.partial(
+            _tokenize_record, task=task, tokenizer=tokenizer, seq_len=seq_len, start_id=decoder_start_id
+        )
     )
     rows = ds.to_iter_dataset()
+    features = (*FEATURES, *STATS) + (ENCODER_FEATURES if decoder_start_id is not None else ())
     if pack:
         rows = grain.experimental.FirstFitPackIterDataset(
             rows,
-            length_struct={k: seq_len for k in (*FEATURES, *STATS)},
+            length_struct={k: seq_len for k in features},
             num_packing_bins=batch_size,
             seed=seed,
             shuffle_bins=shuffle,
@@ -175,13 +219,17 @@ def eval_prompts(
     tokenizer: Tokenizer,
     limit: int | None = None,
     task_config: str = "default",
+    encoder_decoder: bool = False,
 ) -> list[tuple[list[int], str]]:
-    """(BOS + prompt ids, reference answer) for the first `limit` records."""
+    """(BOS + prompt ids, reference answer) for the first `limit` records; for an encoder-decoder
+    (prompt ids + EOS, reference), the encoder's input."""
     source = task.source(split, data_dir, task_config)
     count = len(source) if limit is None else min(limit, len(source))
     out = []
     for i in range(count):
         record = source[i]
         prompt, _ = task.prompt_response(record)
-        out.append(([tokenizer.bos_id] + tokenizer.encode(prompt), task.reference(record)))
+        ids = tokenizer.encode(prompt)
+        ids = ids + [tokenizer.eos_id] if encoder_decoder else [tokenizer.bos_id] + ids
+        out.append((ids, task.reference(record)))
     return out

@@ -18,27 +18,34 @@ from flax import nnx
 from scipy import stats
 
 from jirl import models
-from jirl.data.pipeline import tokenize_example
+from jirl.data.pipeline import tokenize_example, tokenize_seq2seq_example
 from jirl.losses import rewards as reward_fns
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "gamma"))
 def _score_batch(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array], gamma: float):
-    logits_BTV = models.apply(graphdef, params, batch["inputs"], positions=batch["positions"])
+    logits_BTV = models.forward_batch(graphdef, params, batch)
     r_BT = reward_fns.token_rewards(logits_BTV, batch, gamma=gamma)
     logp_BT = reward_fns.token_log_probs(logits_BTV, batch)
     return r_BT, logp_BT, reward_fns.sequence_rewards(r_BT, batch["loss_mask"], gamma=gamma)
 
 
+def _length(example: dict[str, np.ndarray]) -> int:
+    return max(len(example["inputs"]), len(example.get("encoder_inputs", ())))
+
+
 def _pad(examples: list[dict[str, np.ndarray]], length: int) -> dict[str, np.ndarray]:
+    """Right-padded rows (one example each); encoder inputs, when present, get segment ids."""
     batch = {
         k: np.zeros((len(examples), length), v.dtype) for k, v in examples[0].items() if k != "truncated"
     }
     for row, example in enumerate(examples):
-        n = len(example["inputs"])
         for k in batch:
-            batch[k][row, :n] = example[k]
+            batch[k][row, : len(example[k])] = example[k]
     batch["positions"] = np.broadcast_to(np.arange(length, dtype=np.int32), (len(examples), length)).copy()
+    if "encoder_inputs" in batch:
+        lengths = np.array([len(e["encoder_inputs"]) for e in examples])
+        batch["encoder_segment_ids"] = (np.arange(length) < lengths[:, None]).astype(np.int32)
     return batch
 
 
@@ -53,18 +60,22 @@ def score(
 ) -> list[dict[str, Any]]:
     """For each (prompt, response): token rewards r_t and log pi_t over the response (EOS included),
     the sequence reward R and the log-likelihood sum_t log pi_t."""
-    max_len = nnx.merge(graphdef, params).config.max_len
-    examples = [tokenize_example(p, r, tokenizer) for p, r in pairs]
-    too_long = [i for i, e in enumerate(examples) if len(e["inputs"]) > max_len]
+    config = nnx.merge(graphdef, params).config
+    max_len = config.max_len
+    if config.is_encoder_decoder:
+        examples = [tokenize_seq2seq_example(p, r, tokenizer, config.decoder_start_id) for p, r in pairs]
+    else:
+        examples = [tokenize_example(p, r, tokenizer) for p, r in pairs]
+    too_long = [i for i, e in enumerate(examples) if _length(e) > max_len]
     if too_long:
         raise ValueError(
-            f"pair {too_long[0]} has {len(examples[too_long[0]]['inputs'])} tokens, more than the model's "
+            f"pair {too_long[0]} has {_length(examples[too_long[0]])} tokens, more than the model's "
             f"maximum length {max_len}."
         )
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        length = max(len(e["inputs"]) for e in chunk)
+        length = max(_length(e) for e in chunk)
         length = min(max_len, -(-length // 16) * 16)  # a few shapes, few compilations
         chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(examples) > batch_size else chunk
         r_BT, logp_BT, reward_B = jax.device_get(_score_batch(graphdef, params, _pad(chunk, length), gamma))

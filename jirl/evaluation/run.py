@@ -50,6 +50,7 @@ def load_run(workdir: str) -> dict[str, Any]:
         raise ValueError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
     step, state, _ = restored
     return dict(config=config, task=task, tokenizer=tokenizer, graphdef=graphdef, params=state.params,
+                model_config=cfg_model,
                 step=step, data_dir=data_dir)  # fmt: skip
 
 
@@ -105,6 +106,7 @@ def evaluate(
         tokenizer=tokenizer,
         limit=limit,
         task_config=config.task.config,
+        encoder_decoder=run["model_config"].is_encoder_decoder,
     )
     prompt_ids, references = [p for p, _ in prompts], [r for _, r in prompts]
     kind = task.metric

@@ -26,9 +26,11 @@ def answer_accuracy_on_split(
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Decodes a response for the first `num_examples` prompts of `split`; GSM8K-style `#### N` accuracy."""
+    encoder_decoder = nnx.merge(graphdef, params).config.is_encoder_decoder
     prompts = data.eval_prompts(
-        task, split, data_dir=data_dir, tokenizer=tokenizer, limit=num_examples, task_config=task_config
-    )
+        task, split, data_dir=data_dir, tokenizer=tokenizer, limit=num_examples, task_config=task_config,
+        encoder_decoder=encoder_decoder,
+    )  # fmt: skip
     prompt_ids = [p for p, _ in prompts]
     references = [r for _, r in prompts]
     outputs = sampling.generate(

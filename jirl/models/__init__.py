@@ -1,7 +1,7 @@
-"""Decoder-only transformers (Flax NNX) and named presets.
+"""Decoder-only transformers and a T5 encoder-decoder (Flax NNX), and named presets.
 
 model = jirl.models.create(jirl.models.get_config("tiny"), seed=0)
-logits_BTV = model(tokens_BT)
+logits_BTV = model(tokens_BT)                       # T5 presets: model(encoder_tokens_BS, tokens_BT)
 graphdef, params = jirl.models.split(model)        # params: a plain pytree of arrays
 logits_BTV = jirl.models.apply(graphdef, params, tokens_BT)
 """
@@ -14,11 +14,17 @@ import jax
 from flax import nnx
 
 from jirl.models.config import PRESETS, ModelConfig, get_config
+from jirl.models.t5 import EncoderDecoder
 from jirl.models.transformer import Transformer, init_cache
 
 
-def create(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    return Transformer(cfg, rngs=nnx.Rngs(params=seed))
+def model_class(cfg: ModelConfig) -> type[nnx.Module]:
+    """EncoderDecoder when cfg.encoder_layers > 0, else the decoder-only Transformer."""
+    return EncoderDecoder if cfg.is_encoder_decoder else Transformer
+
+
+def create(cfg: ModelConfig, seed: int = 0) -> nnx.Module:
+    return model_class(cfg)(cfg, rngs=nnx.Rngs(params=seed))
 
 
 def split(model: nnx.Module) -> tuple[nnx.GraphDef, dict[str, Any]]:
@@ -33,19 +39,32 @@ def logical_axes(model: nnx.Module) -> dict[str, Any]:
     return jax.tree.map(tuple, specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
-def apply(graphdef: nnx.GraphDef, params: dict[str, Any], tokens_BT: jax.Array, **kwargs: Any):
-    """Pure forward pass: merge params into the module and call it."""
-    return nnx.merge(graphdef, params)(tokens_BT, **kwargs)
+def apply(graphdef: nnx.GraphDef, params: dict[str, Any], *tokens: jax.Array, **kwargs: Any):
+    """Pure forward pass: merge params into the module and call it (T5: encoder tokens, then decoder's)."""
+    return nnx.merge(graphdef, params)(*tokens, **kwargs)
+
+
+def forward_batch(graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any) -> jax.Array:
+    """logits_BTV of a batch dict (DESIGN.md): decoder keys inputs/positions/segment_ids, and for an
+    encoder-decoder also encoder_inputs/encoder_positions/encoder_segment_ids."""
+    decoder = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"))
+    if "encoder_inputs" in batch:
+        encoder = {k: batch.get(k) for k in ("encoder_positions", "encoder_segment_ids")}
+        return apply(graphdef, params, batch["encoder_inputs"], batch["inputs"], **encoder, **decoder)
+    return apply(graphdef, params, batch["inputs"], **decoder)
 
 
 __all__ = [
+    "EncoderDecoder",
     "ModelConfig",
     "PRESETS",
     "Transformer",
     "apply",
     "create",
+    "forward_batch",
     "get_config",
     "init_cache",
     "logical_axes",
+    "model_class",
     "split",
 ]

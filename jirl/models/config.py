@@ -8,9 +8,9 @@ from typing import Any
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ROPE_SCALINGS = ("none", "llama3")
-POSITION_EMBEDDINGS = ("rope", "learned")
+POSITION_EMBEDDINGS = ("rope", "learned", "relative")
 NORMS = ("rms", "rms_plus_one", "layer")
-ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
+ACTIVATIONS = ("silu", "gelu_tanh", "gelu", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +56,12 @@ class ModelConfig:
     post_norms: bool = False  # norms on the attention and MLP outputs before each residual add
     sliding_window: int = 0  # attend to the last `sliding_window` slots only; 0: off
     sliding_pattern: int = 2  # with a window: the last layer of every `sliding_pattern` layers is global
+    # T5 encoder-decoder (jirl.models.t5): encoder_layers > 0 adds an encoder of that many layers and
+    # cross-attention to every decoder layer (num_layers); positions are T5's relative buckets.
+    encoder_layers: int = 0
+    relative_buckets: int = 32  # buckets of relative distance (half per direction in the encoder)
+    relative_max_distance: int = 128  # distances >= this share the last bucket
+    decoder_start_id: int = 0  # the token the decoder starts from (T5: the pad id, 0)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -80,6 +86,31 @@ class ModelConfig:
                     f"model.{key}='{getattr(self, key)}' is not supported; accepted: {list(accepted)}."
                 )
 
+        if self.encoder_layers < 0:
+            raise ValueError(f"model.encoder_layers={self.encoder_layers} must be >= 0 (0: decoder-only).")
+        if (self.encoder_layers > 0) != (self.position_embedding == "relative"):
+            raise ValueError(
+                "model.position_embedding='relative' (T5 buckets) goes with an encoder-decoder "
+                f"(model.encoder_layers > 0) and only with one; got position_embedding="
+                f"'{self.position_embedding}' and encoder_layers={self.encoder_layers}."
+            )
+        if self.encoder_layers > 0:
+            for key in ("post_norms", "sliding_window", "attn_softcap", "final_softcap", "qkv_bias",
+                        "out_bias", "mlp_bias", "embed_scale"):  # fmt: skip
+                if getattr(self, key):
+                    raise ValueError(
+                        f"model.{key}={getattr(self, key)!r} is not supported in a T5 encoder-decoder "
+                        "(model.encoder_layers > 0); accepted: its default."
+                    )
+            if self.norm != "rms":
+                raise ValueError(
+                    f"model.norm='{self.norm}' is not supported in a T5 encoder-decoder; accepted: 'rms'."
+                )
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.encoder_layers > 0
+
     def is_global_layer(self, layer: int) -> bool:
         """Whether `layer` attends to all earlier slots (always, unless a sliding window is set)."""
         return self.sliding_window <= 0 or layer % self.sliding_pattern == self.sliding_pattern - 1
@@ -94,8 +125,26 @@ class ModelConfig:
         per_layer += self.mlp_bias * ((2 if self.gated_mlp else 1) * f + d)
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         positions = self.max_len * d if self.position_embedding == "learned" else 0
+        if self.encoder_layers:  # T5: + cross-attention per decoder layer, bias tables, encoder norm
+            cross = norm + d * h * hd + 2 * d * k * hd + h * hd * d
+            tables = 2 * self.relative_buckets * h
+            return (self.encoder_layers + self.num_layers) * per_layer + self.num_layers * cross + (
+                embeddings + tables + 2 * norm
+            )
         return self.num_layers * per_layer + embeddings + positions + norm
 
+
+# T5 v1.1 / Flan-T5: gated GELU (tanh), untied output, relative buckets, unscaled attention.
+_T5_V1_1 = dict(
+    vocab_size=32_128,
+    head_dim=64,
+    max_len=512,
+    position_embedding="relative",
+    activation="gelu_tanh",
+    query_scale=1.0,
+    relative_buckets=32,
+    relative_max_distance=128,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Unit tests: a few thousand parameters.
@@ -145,7 +194,88 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_len=2048,
         norm_eps=1e-5,
     ),
-}
+    # A T5 v1.1-layout encoder-decoder for tests and CPU runs (byte vocabulary, decoder starts at pad 0).
+    "t5_tiny": dict(
+        _T5_V1_1,
+        vocab_size=259,
+        embed_dim=32,
+        encoder_layers=2,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=4,
+        head_dim=8,
+        mlp_dim=64,
+        max_len=256,
+    ),
+    # Shape-only presets of public checkpoints (for `jirl plan`; `model.init_from` loads the weights).
+    "llama3_8b": dict(
+        vocab_size=128_256,
+        embed_dim=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        mlp_dim=14_336,
+        max_len=8192,
+        rope_theta=500_000.0,
+        norm_eps=1e-5,
+    ),
+    "gemma2_2b": dict(
+        vocab_size=256_000,
+        embed_dim=2304,
+        num_layers=26,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=256,
+        mlp_dim=9216,
+        max_len=8192,
+        tie_embeddings=True,
+        norm="rms_plus_one",
+        activation="gelu_tanh",
+        embed_scale=True,
+        post_norms=True,
+        attn_softcap=50.0,
+        final_softcap=30.0,
+        sliding_window=4096,
+    ),
+    "qwen2_7b": dict(
+        vocab_size=152_064,
+        embed_dim=3584,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        head_dim=128,
+        mlp_dim=18_944,
+        max_len=32_768,
+        rope_theta=1_000_000.0,
+        qkv_bias=True,
+    ),
+    "gpt2_124m": dict(
+        vocab_size=50_257,
+        embed_dim=768,
+        num_layers=12,
+        num_heads=12,
+        num_kv_heads=12,
+        head_dim=64,
+        mlp_dim=3072,
+        max_len=1024,
+        norm_eps=1e-5,
+        tie_embeddings=True,
+        position_embedding="learned",
+        norm="layer",
+        activation="gelu_tanh",
+        gated_mlp=False,
+        qkv_bias=True,
+        out_bias=True,
+        mlp_bias=True,
+    ),
+    "t5_base": dict(_T5_V1_1, embed_dim=768, encoder_layers=12, num_layers=12, num_heads=12,
+                    num_kv_heads=12, mlp_dim=2048),
+    "t5_large": dict(_T5_V1_1, embed_dim=1024, encoder_layers=24, num_layers=24, num_heads=16,
+                     num_kv_heads=16, mlp_dim=2816),
+    "t5_xl": dict(_T5_V1_1, embed_dim=2048, encoder_layers=24, num_layers=24, num_heads=32,
+                  num_kv_heads=32, mlp_dim=5120),
+}  # fmt: skip
 
 
 def get_config(preset: str, **overrides: Any) -> ModelConfig:

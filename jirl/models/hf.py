@@ -1,7 +1,8 @@
-"""Hugging Face checkpoints in and out: Llama 2/3, Qwen2, Gemma 1/2 and GPT-2 as jirl decoders.
+"""Hugging Face checkpoints in and out: Llama 2/3, Qwen2, Gemma 1/2 and GPT-2 as jirl decoders, T5
+(v1.1 / Flan-T5, and the original layout) as jirl's encoder-decoder.
 
 model = jirl.models.hf.load("folder")                 # config.json + *.safetensors (sharded or not)
-logits_BTV = model(tokens_BT)
+logits_BTV = model(tokens_BT)                         # T5: model(encoder_tokens_BS, decoder_tokens_BT)
 cfg, params = jirl.models.hf.load_params("folder")    # params: the tree of jirl.models.split
 jirl.models.hf.save(params, cfg, "out")               # config.json + model.safetensors for transformers
 
@@ -20,22 +21,24 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jirl.models import transformer
+from jirl import models
 from jirl.models.config import ModelConfig
 
-FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gpt2")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gpt2", "t5")
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "gemma": "GemmaForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
     "gpt2": "GPT2LMHeadModel",
+    "t5": "T5ForConditionalGeneration",
 }
 # Hugging Face activation names -> jirl's (gelu_new and gelu_pytorch_tanh are the same tanh form).
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -100,12 +103,39 @@ GPT2_TABLE = [
     ("transformer.ln_f.bias", "final_norm_bias", "vector"),
     ("lm_head.weight", "unembed", "linear"),
 ]
+# T5: per-layer names live in params["encoder"] / params["decoder"] (the 4th field); the relative
+# bias tables are read from layer 0, where T5 keeps them.
+_ENC, _DEC = "encoder.block.{i}.layer.", "decoder.block.{i}.layer."
+_T5_ATTENTION = [("q", "wq"), ("k", "wk"), ("v", "wv"), ("o", "wo")]
+_T5_MLP = [("wi_0", "w_gate"), ("wi_1", "w_up"), ("wi", "w_up"), ("wo", "w_down")]
+T5_TABLE = [
+    ("shared.weight", "embed", "table"),
+    ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "encoder_bias", "table"),
+    ("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "decoder_bias", "table"),
+    *[(_ENC + f"0.SelfAttention.{hf}.weight", ours, "linear", "encoder") for hf, ours in _T5_ATTENTION],
+    (_ENC + "0.layer_norm.weight", "attn_norm", "vector", "encoder"),
+    *[(_ENC + f"1.DenseReluDense.{hf}.weight", ours, "linear", "encoder") for hf, ours in _T5_MLP],
+    (_ENC + "1.layer_norm.weight", "mlp_norm", "vector", "encoder"),
+    ("encoder.final_layer_norm.weight", "encoder_norm", "vector"),
+    *[(_DEC + f"0.SelfAttention.{hf}.weight", ours, "linear", "decoder") for hf, ours in _T5_ATTENTION],
+    (_DEC + "0.layer_norm.weight", "attn_norm", "vector", "decoder"),
+    *[
+        (_DEC + f"1.EncDecAttention.{hf}.weight", "wc" + ours[1:], "linear", "decoder")
+        for hf, ours in _T5_ATTENTION
+    ],
+    (_DEC + "1.layer_norm.weight", "cross_norm", "vector", "decoder"),
+    *[(_DEC + f"2.DenseReluDense.{hf}.weight", ours, "linear", "decoder") for hf, ours in _T5_MLP],
+    (_DEC + "2.layer_norm.weight", "mlp_norm", "vector", "decoder"),
+    ("decoder.final_layer_norm.weight", "final_norm", "vector"),
+    ("lm_head.weight", "unembed", "linear"),
+]
 TABLES = {
     "llama": LLAMA_TABLE,
     "qwen2": LLAMA_TABLE,
     "gemma": LLAMA_TABLE,
     "gemma2": GEMMA2_TABLE,
     "gpt2": GPT2_TABLE,
+    "t5": T5_TABLE,
 }
 
 
@@ -239,17 +269,55 @@ def _gpt2(hf: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+_T5_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+
+
+def _t5(hf: dict[str, Any]) -> dict[str, Any]:
+    """T5 v1.1 / Flan-T5 ("gated-gelu", untied) and the original T5 ("relu", tied)."""
+    _require(hf, "is_encoder_decoder", (True,))
+    projection = hf.get("feed_forward_proj", "relu")
+    parts = projection.split("-")
+    gated = parts[0] == "gated" and len(parts) == 2
+    act = "gelu_new" if projection == "gated-gelu" else parts[-1]
+    if act not in _T5_ACTIVATIONS or (len(parts) == 2 and not gated) or len(parts) > 2:
+        _refuse("feed_forward_proj", projection, ["relu", "gelu", "gated-gelu", "gated-silu", "gated-relu"])
+    h = hf["num_heads"]
+    return dict(
+        vocab_size=hf["vocab_size"],
+        embed_dim=hf["d_model"],
+        num_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        encoder_layers=hf["num_layers"],
+        num_heads=h,
+        num_kv_heads=h,
+        head_dim=hf["d_kv"],
+        mlp_dim=hf["d_ff"],
+        max_len=int(hf.get("n_positions") or 512),  # T5 has no position limit; a length for sampling
+        norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        position_embedding="relative",
+        relative_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_max_distance=hf.get("relative_attention_max_distance", 128),
+        activation=_T5_ACTIVATIONS[act],
+        gated_mlp=gated,
+        decoder_start_id=int(hf.get("decoder_start_token_id") or 0),
+        query_scale=1.0,  # T5 does not scale q k^T
+    )
+
+
 def config_from_hf(hf_config: dict[str, Any], **overrides: Any) -> ModelConfig:
     """The jirl ModelConfig of a Hugging Face config.json dict; `overrides` (e.g. dtype) applied last."""
     family = hf_config.get("model_type")
     if family not in FAMILIES:
         raise ValueError(f"Hugging Face model_type {family!r} is not supported; accepted: {list(FAMILIES)}.")
-    fields = _gpt2(hf_config) if family == "gpt2" else _llama_like(hf_config, family)
+    readers = {"gpt2": _gpt2, "t5": _t5}
+    fields = readers[family](hf_config) if family in readers else _llama_like(hf_config, family)
     return ModelConfig(**{**fields, **overrides})
 
 
 def family_of(cfg: ModelConfig) -> str:
     """The Hugging Face model_type that expresses `cfg` most directly."""
+    if cfg.is_encoder_decoder:
+        return "t5"
     if cfg.position_embedding == "learned":
         return "gpt2"
     if cfg.post_norms:
@@ -264,13 +332,16 @@ def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, A
     family = model_type or family_of(cfg)
     if family not in FAMILIES:
         raise ValueError(f"Hugging Face model_type {family!r} is not supported; accepted: {list(FAMILIES)}.")
-    hf = _gpt2_to_hf(cfg) if family == "gpt2" else _llama_like_to_hf(cfg, family)
+    writers = {"gpt2": _gpt2_to_hf, "t5": _t5_to_hf}
+    hf = writers[family](cfg) if family in writers else _llama_like_to_hf(cfg, family)
     hf.update(model_type=family, architectures=[ARCHITECTURES[family]], torch_dtype="float32")
     back = config_from_hf(hf, dtype=cfg.dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
     differ = [f.name for f in dataclasses.fields(cfg) if getattr(back, f.name) != getattr(cfg, f.name)]
     unused = {"sliding_pattern"} if cfg.sliding_window <= 0 else set()  # options that do not apply
     if cfg.rope_scaling == "none":
         unused |= {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+    if not cfg.is_encoder_decoder:
+        unused |= {"relative_buckets", "relative_max_distance", "decoder_start_id"}
     differ = [k for k in differ if k not in unused]
     if differ:
         raise ValueError(
@@ -327,6 +398,34 @@ def _llama_like_to_hf(cfg: ModelConfig, family: str) -> dict[str, Any]:
 def _number(x: float) -> int | float:
     """x as an int when it is one (transformers checks int-typed fields)."""
     return int(x) if float(x).is_integer() else x
+
+
+def _t5_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    act = {"gelu_tanh": "gelu", "gelu": "gelu", "relu": "relu", "silu": "silu"}[cfg.activation]
+    if cfg.gated_mlp and cfg.activation == "gelu":
+        raise ValueError(
+            "model.activation='gelu' (erf) in a gated T5 MLP cannot be expressed in Hugging Face T5 "
+            "(its 'gated-gelu' is the tanh form); accepted: gelu_tanh."
+        )
+    return dict(
+        vocab_size=cfg.vocab_size,
+        d_model=cfg.embed_dim,
+        d_kv=cfg.head_dim,
+        d_ff=cfg.mlp_dim,
+        num_layers=cfg.encoder_layers,
+        num_decoder_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        relative_attention_num_buckets=cfg.relative_buckets,
+        relative_attention_max_distance=cfg.relative_max_distance,
+        layer_norm_epsilon=cfg.norm_eps,
+        feed_forward_proj=("gated-" if cfg.gated_mlp else "") + act,
+        tie_word_embeddings=cfg.tie_embeddings,
+        is_encoder_decoder=True,
+        decoder_start_token_id=cfg.decoder_start_id,
+        pad_token_id=0,
+        eos_token_id=1,
+        n_positions=cfg.max_len,
+    )
 
 
 def _gpt2_to_hf(cfg: ModelConfig) -> dict[str, Any]:
@@ -403,7 +502,7 @@ def _hf_shape(name: str, shape: tuple[int, ...], layout: str) -> tuple[int, ...]
     """The Hugging Face shape of one jirl tensor (per layer) under `layout`."""
     if layout in ("vector", "table"):
         return (math.prod(shape),) if layout == "vector" else shape
-    fan_in = 2 if name == "wo" else 1  # wo is [heads, head_dim, D]
+    fan_in = 2 if name in ("wo", "wco") else 1  # wo is [heads, head_dim, D]
     two_d = (math.prod(shape[:fan_in]), math.prod(shape[fan_in:]))
     return two_d[::-1] if layout == "linear" else two_d
 
@@ -434,19 +533,35 @@ def _flatten(a: np.ndarray, name: str, layout: str) -> np.ndarray:
 
 
 def _rows(cfg: ModelConfig, family: str, shapes: dict[str, Any]):
-    """(HF name, jirl names, layout, per-layer index or None) for every tensor of `cfg`."""
-    for hf_name, ours, layout in TABLES[family]:
+    """(HF name, jirl names, layout, layer group or None, layer index or None) for every tensor of `cfg`.
+
+    A layer group is the params key of stacked layers: "layers" (decoders), "encoder"/"decoder" (T5).
+    """
+    for hf_name, ours, layout, *group in TABLES[family]:
         names = (ours,) if isinstance(ours, str) else ours
-        per_layer = "{i}" in hf_name
-        have = shapes["layers"] if per_layer else shapes
-        if not all(name in have for name in names):
+        group = (group[0] if group else "layers") if "{i}" in hf_name else None
+        have = shapes[group] if group else shapes
+        if not all(name in have for name in names) or not _applies(hf_name, cfg):
             continue
-        for i in range(cfg.num_layers) if per_layer else [None]:
-            yield hf_name.format(i=i), names, layout, i
+        count = cfg.encoder_layers if group == "encoder" else cfg.num_layers
+        for i in range(count) if group else [None]:
+            yield hf_name.format(i=i), names, layout, group, i
+
+
+def _applies(hf_name: str, cfg: ModelConfig) -> bool:
+    """T5's MLP input is `wi` ungated, `wi_0`/`wi_1` gated; both would map to w_up."""
+    if hf_name.endswith("DenseReluDense.wi.weight"):
+        return not cfg.gated_mlp
+    if hf_name.endswith("DenseReluDense.wi_1.weight"):
+        return cfg.gated_mlp
+    return True
 
 
 def _abstract_params(cfg: ModelConfig) -> dict[str, Any]:
-    return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)))))
+    return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: models.model_class(cfg)(cfg, rngs=nnx.Rngs(0)))))
+
+
+_GROUPS = ("layers", "encoder", "decoder")
 
 
 def _resolve(name: str, available: dict[str, Any]) -> str | None:
@@ -457,10 +572,15 @@ def _resolve(name: str, available: dict[str, Any]) -> str | None:
     return short if short in available else None
 
 
-def load_params(path: str | Path, config: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Any]]:
+def load_params(
+    path: str | Path, config: ModelConfig | None = None, shardings: Any = None
+) -> tuple[ModelConfig, dict[str, Any]]:
     """(config, params) of the checkpoint folder at `path`; params is the tree of `jirl.models.split`.
 
     `config` (default: `config_from_hf` of its config.json) may change compute options such as dtype.
+    `shardings` (a tree like params, e.g. a run's NamedShardings) places each tensor straight onto
+    its devices once read, freeing each host buffer as it goes: besides what the devices hold, the
+    host never has more than one copy of the checkpoint (the safetensors are memory-mapped).
     """
     folder = Path(path)
     hf = _read_config(folder)
@@ -473,29 +593,45 @@ def load_params(path: str | Path, config: ModelConfig | None = None) -> tuple[Mo
         tensors = _Tensors(_shard_files(folder), stack)
         used = set()
         buffers: dict[tuple[bool, str], np.ndarray] = {}  # (in a layer, name) -> float32 array
-        for hf_name, names, layout, i in _rows(cfg, family, shapes):
+        for hf_name, names, layout, group, i in _rows(cfg, family, shapes):
             name = _resolve(hf_name, tensors.where)
             if name is None:
                 raise ValueError(f"checkpoint {str(folder)!r} has no tensor {hf_name!r}.")
             used.add(name)
-            _fill(tensors.get(name), name, names, layout, i, cfg, shapes, buffers)
+            _fill(tensors.get(name), name, names, layout, group, i, cfg, shapes, buffers)
         unused = [n for n in tensors.where if n not in used and not _ignorable(n, cfg)]
         if unused:
             raise ValueError(
                 f"checkpoint tensors {sorted(unused)[:5]} have no place in a jirl '{family}' model."
             )
-    params = {name: jnp.asarray(buffers.pop((False, name))) for name in shapes if name != "layers"}
-    params["layers"] = {name: jnp.asarray(buffers.pop((True, name))) for name in shapes["layers"]}
+    def place(group: str | None, name: str):  # pops the host buffer: it is freed once on the devices
+        value = buffers.pop((group, name))
+        if shardings is None:
+            return jnp.asarray(value)
+        return jax.device_put(value, shardings[group][name] if group else shardings[name])
+
+    params = {name: place(None, name) for name in shapes if name not in _GROUPS}
+    for group in _GROUPS:
+        if group in shapes:
+            params[group] = {name: place(group, name) for name in shapes[group]}
     return cfg, params
 
 
+# T5 checkpoints may carry the shared table again under each stack's name.
+_T5_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
 def _ignorable(name: str, cfg: ModelConfig) -> bool:
-    return name.endswith(_BUFFERS) or (cfg.tie_embeddings and name.endswith("lm_head.weight"))
+    return (
+        name.endswith(_BUFFERS)
+        or (cfg.tie_embeddings and name.endswith("lm_head.weight"))
+        or (cfg.is_encoder_decoder and name in _T5_COPIES)
+    )
 
 
-def _fill(tensor, hf_name, names, layout, layer, cfg, shapes, buffers) -> None:
+def _fill(tensor, hf_name, names, layout, group_key, layer, cfg, shapes, buffers) -> None:
     """Checks one HF tensor's shape and writes it into the (stacked) numpy buffers of `names`."""
-    group = shapes["layers"] if layer is not None else shapes
+    group = shapes[group_key] if layer is not None else shapes
     per_layer = [tuple(group[n].shape[1:] if layer is not None else group[n].shape) for n in names]
     hf_parts = [_hf_shape(n, s, layout) for n, s in zip(names, per_layer)]
     expected = hf_parts[0] if len(names) == 1 else (*hf_parts[0][:-1], sum(p[-1] for p in hf_parts))
@@ -503,20 +639,21 @@ def _fill(tensor, hf_name, names, layout, layer, cfg, shapes, buffers) -> None:
         raise ValueError(f"tensor {hf_name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected)}.")
     for name, value in zip(names, _to_jirl(tensor, names, per_layer, layout, cfg)):
         if layer is None:
-            buffers[False, name] = value.astype(np.float32)
+            buffers[None, name] = value.astype(np.float32)
         else:
-            stacked = buffers.setdefault((True, name), np.empty(group[name].shape, np.float32))
+            stacked = buffers.setdefault((group_key, name), np.empty(group[name].shape, np.float32))
             stacked[layer] = value
 
 
-def load(path: str | Path, **overrides: Any) -> transformer.Transformer:
-    """A ready-to-call jirl model (`logits_BTV = model(tokens_BT)`) from a checkpoint folder.
+def load(path: str | Path, **overrides: Any) -> nnx.Module:
+    """A ready-to-call jirl model from a checkpoint folder: `logits_BTV = model(tokens_BT)`, or for T5
+    `logits_BTV = model(encoder_tokens_BS, decoder_tokens_BT)`.
 
     `overrides` are ModelConfig fields applied to the checkpoint's configuration (e.g. dtype='bfloat16').
     """
     cfg = config_from_hf(_read_config(Path(path)), **overrides)
     cfg, params = load_params(path, cfg)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0))))
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.model_class(cfg)(cfg, rngs=nnx.Rngs(0))))
     return nnx.merge(graphdef, params)
 
 
@@ -532,8 +669,8 @@ def save(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, np.ndarray] = {}
-    for hf_name, names, layout, i in _rows(config, family, _abstract_params(config)):
-        group = params["layers"] if i is not None else params
+    for hf_name, names, layout, group_key, i in _rows(config, family, _abstract_params(config)):
+        group = params[group_key] if i is not None else params
         arrays = [np.asarray(group[n][i] if i is not None else group[n], np.float32) for n in names]
         tensors[hf_name] = _from_jirl(arrays, names, layout)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -108,10 +108,12 @@ def dot_product_attention(
     mask_BTS: jax.Array,
     scale: float | None = None,
     softcap: float = 0.0,
+    bias_BHTS: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(s masked) v, s = q k^T * scale (default D^-1/2), with grouped-query attention (H = K * G).
 
-    With softcap c > 0, s -> c tanh(s / c) before masking. Softmax in float32.
+    With softcap c > 0, s -> c tanh(s / c) before masking; `bias_BHTS` (T5's relative position bias,
+    batch dim 1 or B) is added to s. Softmax in float32.
     """
     b, t, h, d = q_BTHD.shape
     k = k_BSKD.shape[2]
@@ -120,10 +122,35 @@ def dot_product_attention(
     scores = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
     if softcap > 0:
         scores = softcap * jnp.tanh(scores / softcap)
+    if bias_BHTS is not None:
+        scores = scores + bias_BHTS.reshape(bias_BHTS.shape[0], k, h // k, t, -1).astype(jnp.float32)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKD.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD)
     return out.reshape(b, t, h, d)
+
+
+def relative_bucket(relative_position: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucket of a relative position (key position - query position), int32.
+
+    Bidirectional: half the buckets for keys after the query. Distances below half the (remaining)
+    buckets get one bucket each; larger ones are binned logarithmically up to max_distance, beyond
+    which all share the last bucket. Unidirectional (decoder): keys after the query count as 0.
+    """
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(
+        max_distance / max_exact
+    )
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(distance < max_exact, distance, large)
 
 
 def swiglu(x_BTD: jax.Array, w_gate_DF: jax.Array, w_up_DF: jax.Array, w_down_FD: jax.Array) -> jax.Array:
@@ -136,6 +163,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
 }
 
 

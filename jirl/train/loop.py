@@ -61,6 +61,11 @@ def _policy_sampler(config: Any, graphdef: Any, tokenizer: Any, microbatches: in
     """Online IQLearn (loss.alpha > 0) samples the model's own responses; None when offline."""
     if float(config.loss.get("alpha", 0.0)) <= 0:
         return None
+    if model_config(config, tokenizer.vocab_size).is_encoder_decoder:
+        raise ValueError(
+            "online IQLearn (loss.alpha > 0) is for decoder-only models for now; a T5 encoder-decoder "
+            "trains with loss.alpha=0 (offline IQLearn or MLE)."
+        )
     if jax.process_count() > 1:
         raise ValueError("online IQLearn (loss.alpha > 0) runs on one process for now; use loss.alpha=0.")
     if microbatches > 1:
@@ -111,8 +116,7 @@ def _pretrained_state(path: str, cfg_model: models.ModelConfig, tx: Any, shardin
     """A train state whose params are a Hugging Face checkpoint, placed on the run's shardings."""
     from jirl.models import hf
 
-    _, params = hf.load_params(path, cfg_model)
-    params = jax.device_put(params, shardings.params)
+    _, params = hf.load_params(path, cfg_model, shardings.params)  # each tensor onto the mesh as read
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     step = jax.device_put(np.zeros((), np.int32), shardings.step)
     return TrainState(step=step, params=params, opt_state=opt_state)
@@ -175,6 +179,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         batch_size=local_batch_size,
         pack=config.task.pack,
         task_config=task_config,
+        decoder_start_id=cfg_model.decoder_start_id if cfg_model.is_encoder_decoder else None,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

@@ -19,6 +19,7 @@ from jirl.train.state import TrainState, create_train_state
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask")
 OPTIONAL_KEYS = ("segment_ids", "positions")
+ENCODER_KEYS = ("encoder_inputs", "encoder_segment_ids", "encoder_positions")
 
 
 def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
@@ -36,7 +37,18 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
                 f"batch['{key}'] has shape {np.shape(batch[key])}; every batch array "
                 f"must have the shape of batch['inputs'], {shape}."
             )
-    for key in ("inputs", "targets"):
+    if "encoder_inputs" in batch:  # encoder-decoder: the encoder side has its own length
+        enc_shape = np.shape(batch["encoder_inputs"])
+        for key in ENCODER_KEYS:
+            if key in batch and (np.shape(batch[key]) != enc_shape or enc_shape[0] != shape[0]):
+                raise ValueError(
+                    f"batch['{key}'] has shape {np.shape(batch[key])}; encoder arrays must share the "
+                    f"shape of batch['encoder_inputs'], {enc_shape}, with the batch size of "
+                    f"batch['inputs'], {shape[0]}."
+                )
+    for key in ("inputs", "targets", "encoder_inputs"):
+        if key not in batch:
+            continue
         ids = np.asarray(batch[key])
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
@@ -48,14 +60,8 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
 
 
 def forward(graphdef: nnx.GraphDef, params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """logits_BTV for a decoder batch (packed rows use segment_ids/positions when present)."""
-    return models.apply(
-        graphdef,
-        params,
-        batch["inputs"],
-        positions=batch.get("positions"),
-        segment_ids=batch.get("segment_ids"),
-    )
+    """logits_BTV for a decoder or encoder-decoder batch (packed rows use segment ids/positions)."""
+    return models.forward_batch(graphdef, params, batch)
 
 
 def _split_microbatches(x: jax.Array, microbatches: int) -> jax.Array:

@@ -14,6 +14,7 @@ from jirl.data import (
     make_batches,
     pop_stats,
     tokenize_example,
+    tokenize_seq2seq_example,
     truncate,
 )
 from jirl.evaluation import extract_answer
@@ -281,3 +282,51 @@ def test_worker_processes(data_dir):
     again.close()
     segments = [s for b in batches for s in _segments(b)]
     assert sorted(tuple(s["inputs"].tolist()) for s in segments) == sorted(examples)
+
+
+# --- encoder-decoder batches ---------------------------------------------------
+
+
+def test_seq2seq_example_layout():
+    ex = tokenize_seq2seq_example("ab", "xyz", tok, start_id=0)
+    enc, x, y, z = tok.encode("ab"), *tok.encode("xyz")
+    assert ex["encoder_inputs"].tolist() == enc + [tok.eos_id]
+    assert ex["inputs"].tolist() == [0, x, y, z]
+    assert ex["targets"].tolist() == [x, y, z, tok.eos_id]
+    assert ex["loss_mask"].tolist() == [1.0] * 4
+    cut = tokenize_seq2seq_example("abcdef", "xyz", tok, start_id=0, seq_len=3)
+    assert cut["encoder_inputs"].tolist() == tok.encode("abc")  # each side keeps its start
+    assert cut["targets"].tolist() == [x, y, z] and cut["truncated"][0] == 1.0
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_seq2seq_rows_pair_each_encoder_segment_with_its_decoder_segment(data_dir, pack):
+    """Packed or padded, segment s of the encoder side holds the prompt whose response is segment s
+    of the decoder side, with positions restarting at 0 on both sides."""
+    source = task.source("train", data_dir, "tiny")
+    pairs = {}
+    for i in range(len(source)):
+        ex = tokenize_seq2seq_example(*task.prompt_response(source[i]), tok, start_id=0)
+        pairs[tuple(ex["encoder_inputs"].tolist())] = tuple(ex["targets"].tolist())
+    seen = 0
+    for batch in _batches(data_dir, n=4, pack=pack, decoder_start_id=0, seq_len=192):
+        assert batch["encoder_inputs"].shape == batch["inputs"].shape == (4, 192)
+        for row in range(4):
+            enc_seg, dec_seg = batch["encoder_segment_ids"][row], batch["segment_ids"][row]
+            assert set(np.unique(enc_seg)) - {0} == set(np.unique(dec_seg)) - {0}
+            for s in set(np.unique(dec_seg)) - {0}:
+                prompt = tuple(batch["encoder_inputs"][row][enc_seg == s].tolist())
+                assert pairs[prompt] == tuple(batch["targets"][row][dec_seg == s].tolist())
+                assert batch["encoder_positions"][row][enc_seg == s].tolist() == list(range(len(prompt)))
+                assert batch["inputs"][row][dec_seg == s][0] == 0  # the decoder start token
+                seen += 1
+    assert seen >= 16 if pack else seen == 16
+
+
+def test_eval_prompts_for_an_encoder_decoder(data_dir):
+    prompts = eval_prompts(
+        task, "test", data_dir=data_dir, tokenizer=tok, task_config="tiny", encoder_decoder=True
+    )
+    source = task.source("test", data_dir, "tiny")
+    ids, _ = prompts[0]
+    assert ids == tok.encode(source[0]["question"].decode() + "\n") + [tok.eos_id]

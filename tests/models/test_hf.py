@@ -197,8 +197,8 @@ def test_a_folder_without_config_json_is_refused(tmp_path):
 
 def test_an_unsupported_model_type_is_named(tmp_path):
     folder = _folder(tmp_path)
-    _edit_config(folder, model_type="t5")
-    with pytest.raises(ValueError, match="model_type 't5' is not supported; accepted: .*'gpt2'"):
+    _edit_config(folder, model_type="mamba")
+    with pytest.raises(ValueError, match="model_type 'mamba' is not supported; accepted: .*'t5'"):
         hf.load(folder)
 
 
