@@ -251,7 +251,10 @@ def _export(args: list[str]) -> int:
     config = model_config(run["config"], run["tokenizer"].vocab_size)
     hf.save(jax.device_get(run["params"]), config, fv.out, fv.model_type)
     source = run["config"].get("tokenizer", {}).get("path") or run["config"].model.get("init_from") or ""
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):  # travels along
+    source = os.path.expanduser(source)
+    if os.path.isfile(source):  # a tokenizer file: its folder's tokenizer files travel along
+        source = os.path.dirname(source)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"):
         if source and os.path.isfile(os.path.join(os.path.expanduser(source), name)):
             shutil.copy(os.path.join(os.path.expanduser(source), name), os.path.join(fv.out, name))
     family = fv.model_type or hf.family_of(config)

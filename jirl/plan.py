@@ -148,12 +148,6 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     batch["loss_mask"] = jax.ShapeDtypeStruct((batch_size, seq_len), "float32", sharding=spec.sharding)
     if cfg_model.is_encoder_decoder:  # the prompt side: seq_len encoder tokens per row
         batch.update({k: spec for k in ("encoder_inputs", "encoder_segment_ids", "encoder_positions")})
-    compiled = step.lower(target, batch).compile()
-    memory = compiled.memory_analysis()
-    arguments, outputs = int(memory.argument_size_in_bytes), int(memory.output_size_in_bytes)
-    aliased, temporaries = int(memory.alias_size_in_bytes), int(memory.temp_size_in_bytes)
-    code = int(memory.generated_code_size_in_bytes)
-    total = arguments + outputs - aliased + temporaries + code  # donated state is updated in place
     out = dict(
         devices=len(devices),
         device_kind=devices[0].device_kind,
@@ -167,6 +161,19 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         remat=cfg_model.remat,
         params_bytes=_bytes_per_device(target.params),
         optimizer_bytes=_bytes_per_device(target.opt_state),
+    )
+    try:
+        memory = compile_step(step, target, batch).memory_analysis()
+    except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a step whose buffers exceed HBM
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        message = " ".join(str(e).split())
+        return dict(out, hbm_bytes=int(hbm_bytes or 0), fits=False, compiler_refused=message)
+    arguments, outputs = int(memory.argument_size_in_bytes), int(memory.output_size_in_bytes)
+    aliased, temporaries = int(memory.alias_size_in_bytes), int(memory.temp_size_in_bytes)
+    code = int(memory.generated_code_size_in_bytes)
+    total = arguments + outputs - aliased + temporaries + code  # donated state is updated in place
+    out.update(
         arguments_bytes=arguments,
         outputs_bytes=outputs,
         aliased_bytes=aliased,
@@ -179,6 +186,11 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     return out
 
 
+def compile_step(step: Any, state: Any, batch: Any) -> Any:
+    """The train step compiled for abstract (sharded) state and batch."""
+    return step.lower(state, batch).compile()
+
+
 def human(num_bytes: float) -> str:
     """Bytes as GiB (or MiB below one GiB), right-aligned."""
     if abs(num_bytes) >= GIB:
@@ -188,6 +200,19 @@ def human(num_bytes: float) -> str:
 
 def format_plan(result: dict[str, Any], title: str) -> str:
     """The plan as a small table per device and a verdict line."""
+    if "compiler_refused" in result:
+        return "\n".join(
+            [
+                f"{title}: {result['devices']} x {result['device_kind']}, mesh {result['mesh']}",
+                f"model {result['model']} ({result['num_params'] / 1e9:.3f}B params), {result['loss']}, "
+                f"batch {result['batch']} x {result['seq_len']}, microbatches {result['microbatches']}, "
+                f"remat {result['remat']}",
+                "per device:",
+                f"  parameters          {human(result['params_bytes'])}",
+                f"  optimizer state     {human(result['optimizer_bytes'])}",
+                f"  -> does NOT fit: the compiler refused the step ({result['compiler_refused']})",
+            ]
+        )
     other = (
         result["total_bytes"] - result["params_bytes"] - result["optimizer_bytes"] - result["temporary_bytes"]
     )

@@ -90,6 +90,15 @@ def test_plan_for_a_tpu_slice_ahead_of_time():
     assert tight.returncode == 0 and "does NOT fit" in tight.stdout and _json(tight.stdout)["fits"] is False
 
 
+def test_a_step_the_tpu_compiler_refuses_is_reported_as_not_fitting():
+    """Temporaries over HBM make XLA:TPU refuse to compile: a verdict, not a traceback."""
+    result = _plan(*TINY, "--topology=v5e:2x2", "--config.train.batch_size=1048576")
+    assert result.returncode == 0, result.stderr
+    report = _json(result.stdout)
+    assert report["fits"] is False and "RESOURCE_EXHAUSTED" in report["compiler_refused"]
+    assert report["params_bytes"] > 0 and "does NOT fit: the compiler refused the step" in result.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
