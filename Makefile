@@ -28,6 +28,7 @@ bench: venv
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/decode.py
+	JAX_PLATFORMS=cpu $(PY) benchmarks/soft_vi.py
 
 clean:
 	rm -rf $(VENV) runs data *.egg-info

@@ -1,4 +1,5 @@
-"""Every experiment file loads for both objectives, differs between them only in `loss`, and builds."""
+"""Every sequence-model experiment file loads for both objectives, differs between them only in `loss`,
+and builds."""
 
 import os
 
@@ -17,10 +18,13 @@ FILES = {
     "jsonl.py": lambda objective: objective,
     "summarize.py": lambda objective: f"tldr,{objective}",
 }
+MDP_FILES = {"gridworld_irl.py"}  # feature-based IRL on MDPs (kind mdp_irl): tested in tests/irl
 
 
 def test_every_experiment_file_is_covered():
-    assert sorted(f for f in os.listdir(EXPERIMENTS) if f.endswith(".py")) == sorted(FILES)
+    assert sorted(f for f in os.listdir(EXPERIMENTS) if f.endswith(".py")) == sorted({*FILES, *MDP_FILES})
+    for name in MDP_FILES:
+        assert load_config(os.path.join(EXPERIMENTS, name)).kind == "mdp_irl"
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
