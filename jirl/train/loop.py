@@ -61,11 +61,6 @@ def _policy_sampler(config: Any, graphdef: Any, tokenizer: Any, microbatches: in
     """Online IQLearn (loss.alpha > 0) samples the model's own responses; None when offline."""
     if float(config.loss.get("alpha", 0.0)) <= 0:
         return None
-    if model_config(config, tokenizer.vocab_size).is_encoder_decoder:
-        raise ValueError(
-            "online IQLearn (loss.alpha > 0) is for decoder-only models for now; a T5 encoder-decoder "
-            "trains with loss.alpha=0 (offline IQLearn or MLE)."
-        )
     if jax.process_count() > 1:
         raise ValueError("online IQLearn (loss.alpha > 0) runs on one process for now; use loss.alpha=0.")
     if microbatches > 1:

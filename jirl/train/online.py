@@ -3,7 +3,9 @@
 Every `loss.sample_every` steps the current parameters sample one response per expert example
 (same prompt); the (prompt, sampled response) examples are packed into a batch of the expert
 batch's shape, with `loss_mask` on the sampled tokens (EOS included when the model ended).
-Between samplings the last policy batch is reused.
+Between samplings the last policy batch is reused. For an encoder-decoder the prompts are the
+encoder segments (prompt + EOS), and the policy batch pairs them with the sampled responses
+(`pack_seq2seq`), as the pipeline pairs expert ones.
 """
 
 from __future__ import annotations
@@ -19,14 +21,22 @@ from flax import nnx
 from jirl import sampling
 
 KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
+ENCODER_KEYS = ("encoder_inputs", "encoder_segment_ids", "encoder_positions")
 
 
 def prompts_of(batch: dict[str, np.ndarray]) -> list[list[int]]:
-    """BOS + prompt of every example of a packed (or padded) decoder batch, in row order.
+    """BOS + prompt of every example of a packed (or padded) decoder batch, in row order; for an
+    encoder-decoder batch, the encoder segments (prompt + EOS) in row and segment order.
 
-    Within a segment the prompt positions come first (loss_mask 0): their inputs are BOS, p_1 ..
-    p_{n-1}, and the input at the first response position is p_n.
+    Within a decoder segment the prompt positions come first (loss_mask 0): their inputs are BOS,
+    p_1 .. p_{n-1}, and the input at the first response position is p_n.
     """
+    if "encoder_inputs" in batch:
+        return [
+            batch["encoder_inputs"][row][batch["encoder_segment_ids"][row] == seg].tolist()
+            for row in range(batch["encoder_inputs"].shape[0])
+            for seg in np.unique(batch["encoder_segment_ids"][row][batch["encoder_segment_ids"][row] > 0])
+        ]
     prompts = []
     for row in range(batch["inputs"].shape[0]):
         segments = batch["segment_ids"][row]
@@ -70,6 +80,43 @@ def pack(sequences: Sequence[tuple[list[int], list[int]]], batch_size: int, seq_
     return batch, dropped
 
 
+def pack_seq2seq(
+    sequences: Sequence[tuple[list[int], list[int]]], batch_size: int, seq_len: int, start_id: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """First-fit packing of (encoder prompt, response) examples into an encoder-decoder batch.
+
+    Encoder side: the prompt (cut to seq_len); decoder side: inputs [start] + response[:-1],
+    targets = response, loss_mask 1, both cut to seq_len. An example takes the same row and
+    segment id on both sides. Returns (batch, number of examples dropped for want of room).
+    """
+    batch = {k: np.zeros((batch_size, seq_len), np.float32 if k == "loss_mask" else np.int32) for k in KEYS}
+    batch.update({k: np.zeros((batch_size, seq_len), np.int32) for k in ENCODER_KEYS})
+    used_enc, used_dec = np.zeros(batch_size, np.int64), np.zeros(batch_size, np.int64)
+    counts = np.zeros(batch_size, np.int64)
+    dropped = 0
+    for prompt, response in sequences:
+        prompt, response = list(prompt)[:seq_len], list(response)[:seq_len]
+        rows = np.flatnonzero((used_enc + len(prompt) <= seq_len) & (used_dec + len(response) <= seq_len))
+        if not response or not prompt or rows.size == 0:
+            dropped += 1
+            continue
+        row = int(rows[0])
+        counts[row] += 1
+        enc = slice(int(used_enc[row]), int(used_enc[row]) + len(prompt))
+        dec = slice(int(used_dec[row]), int(used_dec[row]) + len(response))
+        batch["encoder_inputs"][row, enc] = prompt
+        batch["encoder_segment_ids"][row, enc] = counts[row]
+        batch["encoder_positions"][row, enc] = np.arange(len(prompt))
+        batch["inputs"][row, dec] = [start_id] + response[:-1]
+        batch["targets"][row, dec] = response
+        batch["loss_mask"][row, dec] = 1.0
+        batch["segment_ids"][row, dec] = counts[row]
+        batch["positions"][row, dec] = np.arange(len(response))
+        used_enc[row] += len(prompt)
+        used_dec[row] += len(response)
+    return batch, dropped
+
+
 class PolicySampler:
     """Samples policy responses with the current params and packs them (see the module docstring)."""
 
@@ -106,7 +153,11 @@ class PolicySampler:
             batch_size=len(padded),
         )[: len(prompts)]
         b, t = batch["inputs"].shape
-        self._last, dropped = pack(list(zip(prompts, responses)), b, t)
+        config = nnx.merge(self.graphdef, params).config
+        if config.is_encoder_decoder:
+            self._last, dropped = pack_seq2seq(list(zip(prompts, responses)), b, t, config.decoder_start_id)
+        else:
+            self._last, dropped = pack(list(zip(prompts, responses)), b, t)
         seconds = time.perf_counter() - start
         tokens = float(sum(len(r) for r in responses))
         return self._last, dict(
