@@ -29,6 +29,7 @@ from jirl.models.transformer import (
     _REMAT_POLICIES,
     _param,
     _project,
+    causal_context,
     norm,
 )
 
@@ -216,27 +217,16 @@ class EncoderDecoder(nnx.Module):
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
-        start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
-        q_slots_BT = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-        if positions is None:
-            positions = q_slots_BT
-        if segment_ids is None:
-            segment_ids = jnp.ones((b, t), jnp.int32)
+        ctx = causal_context(b, t, positions, segment_ids, cache)
+        start, positions, segment_ids = ctx.start, ctx.positions_BT, ctx.segment_ids_BT
+        mask_BTS = ctx.mask_BTS
         if cache is None:
             if encoder_segment_ids is None:
                 encoder_segment_ids = jnp.ones(encoded_BSD.shape[:2], jnp.int32)
-            mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, q_slots_BT, segment_ids)
             kv_positions_BS = positions
             kv_caches = None
         else:
-            kv_segments_BS = jax.lax.dynamic_update_slice(
-                cache["segment_ids"], segment_ids.astype(jnp.int32), (0, start)
-            )
-            kv_slots_BS = jnp.broadcast_to(
-                jnp.arange(kv_segments_BS.shape[1], dtype=jnp.int32), kv_segments_BS.shape
-            )
-            mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, kv_slots_BS, kv_segments_BS)
-            kv_positions_BS = kv_slots_BS  # a cache is filled from slot 0 with positions 0, 1, ...
+            kv_positions_BS = ctx.kv_slots_BS  # a cache is filled from slot 0 with positions 0, 1, ...
             encoder_segment_ids = cache["encoder_segment_ids"]
             kv_caches = (cache["k"], cache["v"], cache["cross_k"], cache["cross_v"])
         cross_mask_BTS = encoder_segment_ids[:, None, :] == segment_ids[:, :, None]
@@ -273,7 +263,7 @@ class EncoderDecoder(nnx.Module):
         logits_BTV = layers.constrain(logits_BTV, _ACTIVATIONS_BTV)
         if cache is None:
             return logits_BTV
-        new_cache = dict(cache, k=new_kv[0], v=new_kv[1], segment_ids=kv_segments_BS, index=start + t)
+        new_cache = dict(cache, k=new_kv[0], v=new_kv[1], segment_ids=ctx.kv_segments_BS, index=start + t)
         return logits_BTV, new_cache
 
     def __call__(

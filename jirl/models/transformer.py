@@ -7,7 +7,7 @@ axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`) for sharding.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +174,39 @@ def init_cache(cfg: ModelConfig, batch_size: int, length: int) -> dict[str, jax.
     }
 
 
+class CausalContext(NamedTuple):
+    """What a (cached) causal self-attention step needs; see `causal_context`."""
+
+    start: jax.Array  # the cache slot of the first new token (0 without a cache)
+    q_slots_BT: jax.Array
+    positions_BT: jax.Array
+    segment_ids_BT: jax.Array
+    kv_slots_BS: jax.Array
+    kv_segments_BS: jax.Array
+    mask_BTS: jax.Array
+
+
+def causal_context(
+    b: int, t: int, positions: jax.Array | None, segment_ids: jax.Array | None, cache: dict | None
+) -> CausalContext:
+    """Slots, defaults (positions = slots, one segment) and the causal same-segment mask of T new
+    tokens, over themselves or, with a cache, over every cache slot (the new ones written in)."""
+    start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
+    q_slots_BT = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+    positions = q_slots_BT if positions is None else positions
+    segment_ids = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
+    if cache is None:
+        kv_slots_BS, kv_segments_BS = q_slots_BT, segment_ids
+    else:
+        kv_segments_BS = jax.lax.dynamic_update_slice(
+            cache["segment_ids"], segment_ids.astype(jnp.int32), (0, start)
+        )
+        slots_S = jnp.arange(kv_segments_BS.shape[1], dtype=jnp.int32)
+        kv_slots_BS = jnp.broadcast_to(slots_S, kv_segments_BS.shape)
+    mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, kv_slots_BS, kv_segments_BS)
+    return CausalContext(start, q_slots_BT, positions, segment_ids, kv_slots_BS, kv_segments_BS, mask_BTS)
+
+
 class Transformer(nnx.Module):
     """logits_BTV = model(tokens_BT, positions=..., segment_ids=...); with cache=, also the new cache."""
 
@@ -206,25 +239,10 @@ class Transformer(nnx.Module):
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
-        start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
-        q_slots_BT = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-        if positions is None:
-            positions = q_slots_BT
-        if segment_ids is None:
-            segment_ids = jnp.ones((b, t), jnp.int32)
-        if cache is None:
-            kv_slots_BS = q_slots_BT
-            mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, q_slots_BT, segment_ids)
-            kv_caches = None
-        else:
-            kv_segments_BS = jax.lax.dynamic_update_slice(
-                cache["segment_ids"], segment_ids.astype(jnp.int32), (0, start)
-            )
-            kv_slots_BS = jnp.broadcast_to(
-                jnp.arange(kv_segments_BS.shape[1], dtype=jnp.int32), kv_segments_BS.shape
-            )
-            mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, kv_slots_BS, kv_segments_BS)
-            kv_caches = (cache["k"], cache["v"])
+        ctx = causal_context(b, t, positions, segment_ids, cache)
+        start, q_slots_BT, positions, mask_BTS = ctx.start, ctx.q_slots_BT, ctx.positions_BT, ctx.mask_BTS
+        kv_slots_BS, kv_segments_BS = ctx.kv_slots_BS, ctx.kv_segments_BS
+        kv_caches = None if cache is None else (cache["k"], cache["v"])
 
         # Per layer: whether it attends globally or within the sliding window (Gemma 2).
         is_global_L = jnp.asarray([cfg.is_global_layer(i) for i in range(cfg.num_layers)])
