@@ -104,7 +104,9 @@ def test_saved_folder_loads_in_transformers_with_the_same_logits(pair, tmp_path)
     family, model, _, ours = pair
     graphdef, params = models.split(ours)
     hf.save(params, ours.config, tmp_path)
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, attn_implementation="eager", local_files_only=True
+    ).eval()
     assert type(reloaded) is type(model)
     np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), _hf_logits(model, TOKENS), atol=1e-5, rtol=0)
     again = hf.load(tmp_path)
@@ -262,6 +264,6 @@ def test_a_jirl_preset_saves_as_llama_and_loads_back(tmp_path):
     cfg = models.get_config("tiny")
     model = models.create(cfg, seed=3)
     hf.save(models.split(model)[1], cfg, tmp_path)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True).eval()
     tokens = np.random.default_rng(5).integers(0, cfg.vocab_size, (2, 10))
     np.testing.assert_allclose(np.asarray(model(jnp.asarray(tokens))), _hf_logits(theirs, tokens), atol=1e-4)

@@ -39,7 +39,7 @@ def _hf_folder(variant: str, folder) -> transformers.T5ForConditionalGeneration:
     model.save_pretrained(folder)
     path = folder / "config.json"  # as Flan-T5's config.json says it
     path.write_text(json.dumps({**json.loads(path.read_text()), **options}))
-    reference = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
     reference.generation_config.eos_token_id = None
     return reference
 
@@ -119,7 +119,7 @@ def test_saved_folder_loads_in_transformers_with_the_same_logits(pair, tmp_path)
     _, reference, _, ours = pair
     _, params = models.split(ours)
     hf.save(params, ours.config, tmp_path)
-    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, local_files_only=True).eval()
     np.testing.assert_allclose(
         _hf_logits(reloaded, ENCODER_TOKENS, DECODER_TOKENS),
         _hf_logits(reference, ENCODER_TOKENS, DECODER_TOKENS),

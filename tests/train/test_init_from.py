@@ -47,7 +47,9 @@ def test_train_from_a_checkpoint_and_export_it_back(tiny_data_dir, tmp_path, cap
         assert json.load(f)["num_params"] == sum(p.numel() for p in original.parameters())
     assert cli.main(["export", f"--workdir={workdir}", f"--out={tmp_path / 'out'}"]) == 0
     assert "(llama)" in capsys.readouterr().out
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "out", local_files_only=True
+    ).eval()
     tokens = np.random.default_rng(0).integers(0, 259, (2, 10))
     np.testing.assert_allclose(_logits(reloaded, tokens), _logits(original, tokens), atol=1e-5)
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
@@ -103,7 +105,9 @@ def test_t5_trains_evaluates_and_exports_through_the_cli(tiny_data_dir, tmp_path
     assert report["by_temperature"][0]["distinct_1"] > 0 and report["rerank"]["n"] == 2
     assert cli.main(["export", f"--workdir={workdir}", f"--out={tmp_path / 'out'}"]) == 0
     assert "(t5)" in capsys.readouterr().out
-    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(
+        tmp_path / "out", local_files_only=True
+    ).eval()
     rng = np.random.default_rng(0)
     enc, dec = rng.integers(3, 259, (2, 10)), rng.integers(3, 259, (2, 6))
     np.testing.assert_allclose(_t5_logits(reloaded, enc, dec), _t5_logits(original, enc, dec), atol=1e-5)
