@@ -1,10 +1,12 @@
 """Train-step time of IQLearn against MLE: same model, same batch, alternated in one process.
 
-    python benchmarks/step_time.py [--preset small] [--batch 16] [--seq 192] [--vocab 0] [--repeats 30]
+    python benchmarks/step_time.py [--preset small] [--batch 16] [--seq 192] [--vocab 0] [--vocab_chunk N]
+        [--response_budget F]
+        [--repeats 30]
 
 Prints one JSON line: both medians (seconds per step) and "ratio" = iqlearn / mle (target <= 1.03).
 The optimizer is the one of experiments/arith.py; --vocab N overrides the preset's vocabulary, to
-weigh the loss as real vocabularies do.
+weigh the loss as real vocabularies do; --vocab_chunk and --response_budget as in the `loss` block.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jirl import losses, models
+from jirl import forward, losses, models
 from jirl.experiment import load_config
 from jirl.train import create_train_state, make_optimizer, make_train_step
 
@@ -33,6 +35,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=192)
     parser.add_argument("--vocab", type=int, default=0, help="override the vocabulary size (0: the preset's)")
+    parser.add_argument("--vocab_chunk", type=int, default=forward.DEFAULT_VOCAB_CHUNK)
+    parser.add_argument("--response_budget", type=float, default=forward.DEFAULT_RESPONSE_BUDGET)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
@@ -50,11 +54,12 @@ def main() -> None:
         "loss_mask": jnp.asarray(mask),
     }
 
+    head = forward.HeadOptions(args.vocab_chunk, args.response_budget)
     objectives = {"mle": losses.get("mle"), "iqlearn": losses.get("iqlearn", lam=0.1, gamma=1.0)}
     steps, states = {}, {}
     for name, loss_fn in objectives.items():
         graphdef, states[name] = create_train_state(cfg, tx, seed=0)
-        steps[name] = make_train_step(graphdef, loss_fn, tx, schedule)
+        steps[name] = make_train_step(graphdef, loss_fn, tx, schedule, head=head)
 
     def run(name: str) -> float:
         # Each step starts from the same initial state (a fresh copy, since the step donates it),
@@ -80,6 +85,8 @@ def main() -> None:
                 "benchmark": "step_time",
                 "preset": args.preset,
                 "vocab_size": cfg.vocab_size,
+                "vocab_chunk": args.vocab_chunk,
+                "response_budget": args.response_budget,
                 "batch": args.batch,
                 "seq": args.seq,
                 "repeats": args.repeats,

@@ -68,8 +68,18 @@ def _parse_flags(flag_values: flags.FlagValues, argv: list[str]) -> flags.FlagVa
     try:
         flag_values(["jirl"] + argv)
     except flags.Error as e:
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(_flag_error(e)) from None
     return flag_values
+
+
+def _flag_error(error: flags.Error) -> str:
+    """A flag's parse error as one line; a value of the wrong type says which type the key takes."""
+    text = _one_line(error)
+    wrong_type = re.match(r"flag (--\S+?)=(.*?): (invalid literal for int|could not convert string)", text)
+    if wrong_type:
+        kind = "an integer" if "int" in wrong_type[3] else "a number"
+        return f"bad value {wrong_type[2]!r} for {wrong_type[1]}: that key takes {kind}."
+    return text
 
 
 def _one_line(error: BaseException) -> str:

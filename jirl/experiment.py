@@ -6,20 +6,29 @@ needs; the objective is always the `loss` block, one of `OBJECTIVES`, so swappin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from typing import Any
 
 from ml_collections import ConfigDict
 
+from jirl.forward import HeadOptions
+
 # Online IQLearn (alpha > 0) samples one response per training example with the current params,
 # every `sample_every` steps, at `sample_temperature`, up to `sample_max_tokens` new tokens.
 _SAMPLING = dict(sample_every=1, sample_temperature=1.0, sample_max_tokens=96)
+# Every objective reads the logits through the head stage (jirl.forward): vocab_chunk = 0 takes full
+# logits, N > 0 chunks of about N vocabulary entries from the hidden states (never [B, T, V]), for at
+# most response_budget x T response positions per row when every row of a batch fits.
+_HEAD = dataclasses.asdict(HeadOptions())
 OBJECTIVES = {
-    "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0),
-    "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_SAMPLING),
+    "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0, **_HEAD),
+    "iqlearn": dict(
+        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_SAMPLING, **_HEAD
+    ),
     "iqlearn_online": dict(
-        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_SAMPLING
+        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_SAMPLING, **_HEAD
     ),
 }
 

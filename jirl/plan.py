@@ -116,7 +116,7 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     import jax
 
     from jirl import sharding
-    from jirl.train.loop import loss_function, make_mesh, model_config
+    from jirl.train.loop import head_options, loss_function, make_mesh, model_config
     from jirl.train.optimizer import make_optimizer
     from jirl.train.step import make_train_step, sharded_state_target
 
@@ -138,6 +138,7 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         loss_function(config),
         tx,
         schedule,
+        head=head_options(config),
         microbatches=microbatches,
         mesh=mesh,
         state_shardings=shardings,
@@ -155,6 +156,7 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         model=config.model.preset,
         num_params=cfg_model.num_params(),
         loss=config.loss.name,
+        vocab_chunk=head_options(config).vocab_chunk,
         batch=batch_size,
         seq_len=seq_len,
         microbatches=microbatches,
@@ -200,30 +202,23 @@ def human(num_bytes: float) -> str:
 
 def format_plan(result: dict[str, Any], title: str) -> str:
     """The plan as a small table per device and a verdict line."""
-    if "compiler_refused" in result:
-        return "\n".join(
-            [
-                f"{title}: {result['devices']} x {result['device_kind']}, mesh {result['mesh']}",
-                f"model {result['model']} ({result['num_params'] / 1e9:.3f}B params), {result['loss']}, "
-                f"batch {result['batch']} x {result['seq_len']}, microbatches {result['microbatches']}, "
-                f"remat {result['remat']}",
-                "per device:",
-                f"  parameters          {human(result['params_bytes'])}",
-                f"  optimizer state     {human(result['optimizer_bytes'])}",
-                f"  -> does NOT fit: the compiler refused the step ({result['compiler_refused']})",
-            ]
-        )
-    other = (
-        result["total_bytes"] - result["params_bytes"] - result["optimizer_bytes"] - result["temporary_bytes"]
-    )
+    chunk = result.get("vocab_chunk", 0)
     lines = [
         f"{title}: {result['devices']} x {result['device_kind']}, mesh {result['mesh']}",
         f"model {result['model']} ({result['num_params'] / 1e9:.3f}B params), {result['loss']}, "
         f"batch {result['batch']} x {result['seq_len']}, microbatches {result['microbatches']}, "
-        f"remat {result['remat']}",
+        f"remat {result['remat']}, {f'vocabulary chunks of {chunk}' if chunk else 'full logits'}",
         "per device:",
         f"  parameters          {human(result['params_bytes'])}",
         f"  optimizer state     {human(result['optimizer_bytes'])}",
+    ]
+    if "compiler_refused" in result:
+        lines.append(f"  -> does NOT fit: the compiler refused the step ({result['compiler_refused']})")
+        return "\n".join(lines)
+    other = (
+        result["total_bytes"] - result["params_bytes"] - result["optimizer_bytes"] - result["temporary_bytes"]
+    )
+    lines += [
         f"  activations/temps   {human(result['temporary_bytes'])}",
         f"  batch, code, other  {human(other)}",
         f"  total               {human(result['total_bytes'])}",

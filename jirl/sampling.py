@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jirl import models
+from jirl.models import layers
 
 
 class Generation(NamedTuple):
@@ -128,12 +129,14 @@ def decode(
         step_fn = model.decode
         start_B1 = jnp.full((b, 1), model.config.decoder_start_id, jnp.int32)
         ones_B1 = jnp.ones((b, 1), jnp.int32)
-        logits_BPV, cache = step_fn(start_B1, positions=0 * ones_B1, segment_ids=ones_B1, cache=cache)
+        h_BPD, cache = model.decode_hidden(start_B1, positions=0 * ones_B1, segment_ids=ones_B1, cache=cache)
         lengths_B = jnp.ones_like(lengths_B)  # decoder positions of the new tokens: 1, 2, ...
     else:
         cache = models.init_cache(model.config, b, p + n)
         step_fn = model
-        logits_BPV, cache = model(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
+        h_BPD, cache = model.hidden(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
+    # Only the last prompt position's logits are needed: never [B, P, V].
+    first_logits_BV = layers.project(h_BPD[:, -1:], model.output_projection())[:, 0]
 
     def cond(carry):
         i, _, _, out, done_B, _ = carry
@@ -174,8 +177,8 @@ def decode(
         "entropies": jnp.zeros((b, n), jnp.float32),
     }
     if return_logits:
-        out["logits"] = jnp.zeros((b, n, logits_BPV.shape[-1]), jnp.float32)
-    carry = (jnp.zeros((), jnp.int32), logits_BPV[:, -1], cache, out, jnp.zeros((b,), bool), rng)
+        out["logits"] = jnp.zeros((b, n, first_logits_BV.shape[-1]), jnp.float32)
+    carry = (jnp.zeros((), jnp.int32), first_logits_BV, cache, out, jnp.zeros((b,), bool), rng)
     return jax.lax.while_loop(cond, step, carry)[3]
 
 

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from configs import load_arith  # noqa: E402
 
 from jirl import losses, models, sharding  # noqa: E402
+from jirl.forward import HeadOptions  # noqa: E402
 from jirl.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 from jirl.train.step import create_sharded_train_state, sharded_state_target  # noqa: E402
 
@@ -36,16 +37,19 @@ RTOL, ATOL = 1e-5, 1e-6
 # g / sqrt(v) turns their reduction-order noise into parameter noise of up to ~3e-5 after 2 steps.
 ATOL_ENCODER_DECODER = 5e-5
 LOSSES = {"mle": {}, "iqlearn": dict(lam=0.5, gamma=0.9)}
-# (data, fsdp, tensor), loss, scan_layers, microbatches, preset: every mesh, both losses, both layer
-# loops, and the T5 encoder-decoder.
+FULL, CHUNKED, GATHERED = HeadOptions(0), HeadOptions(64, 1.0), HeadOptions(64, 0.75)
+# (data, fsdp, tensor), loss, scan_layers, microbatches, preset, head: every mesh, both losses, both
+# layer loops, the T5 encoder-decoder, and the head from full logits, in vocabulary chunks (259
+# entries: 5 chunks of 52, sharded over `tensor`) and with the response positions gathered (12 slots
+# of 16 per row). The one-device reference always takes full logits.
 CASES = [
-    ((8, 1, 1), "mle", True, 1, "tiny"),
-    ((1, 8, 1), "iqlearn", True, 1, "tiny"),
-    ((2, 2, 2), "mle", False, 1, "tiny"),
-    ((1, 2, 4), "iqlearn", False, 1, "tiny"),
-    ((2, 2, 2), "mle", True, 2, "tiny"),
-    ((2, 2, 2), "iqlearn", True, 1, "t5_tiny"),
-    ((1, 4, 2), "mle", False, 2, "t5_tiny"),
+    ((8, 1, 1), "mle", True, 1, "tiny", FULL),
+    ((1, 8, 1), "iqlearn", True, 1, "tiny", CHUNKED),
+    ((2, 2, 2), "mle", False, 1, "tiny", GATHERED),
+    ((1, 2, 4), "iqlearn", False, 1, "tiny", CHUNKED),
+    ((2, 2, 2), "mle", True, 2, "tiny", GATHERED),
+    ((2, 2, 2), "iqlearn", True, 1, "t5_tiny", CHUNKED),
+    ((1, 4, 2), "mle", False, 2, "t5_tiny", FULL),
 ]
 
 
@@ -99,7 +103,7 @@ def equivalence(scan_layers: bool):
     tx, schedule = make_optimizer(_train_cfg())
     references = {}
     results = []
-    for shape, loss_name, scan, microbatches, preset in CASES:
+    for shape, loss_name, scan, microbatches, preset, head in CASES:
         if scan != scan_layers:
             continue
         cfg = models.get_config(preset, scan_layers=scan)
@@ -108,7 +112,9 @@ def equivalence(scan_layers: bool):
         if (loss_name, scan, preset) not in references:
             graphdef, state = create_train_state(cfg, tx, seed=0)
             init = jax.device_get(state)
-            reference = _run(state, make_train_step(graphdef, loss_fn, tx, schedule), encoder_decoder=seq2seq)
+            reference = _run(
+                state, make_train_step(graphdef, loss_fn, tx, schedule, head=FULL), encoder_decoder=seq2seq
+            )
             references[loss_name, scan, preset] = init, reference
         init, (ref_state, ref_history, _) = references[loss_name, scan, preset]
         mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, shape)))
@@ -119,8 +125,9 @@ def equivalence(scan_layers: bool):
             graphdef, _, shardings = sharded_state_target(cfg, tx, mesh)
             state, init_diff = jax.device_put(init, shardings), None
         step = make_train_step(
-            graphdef, loss_fn, tx, schedule, mesh=mesh, state_shardings=shardings, microbatches=microbatches
-        )
+            graphdef, loss_fn, tx, schedule, head=head, mesh=mesh, state_shardings=shardings,
+            microbatches=microbatches,
+        )  # fmt: skip
         out_state, history, out_shardings = _run(state, step, mesh, encoder_decoder=seq2seq)
         same_shardings = jax.tree.map(lambda a, b: a.is_equivalent_to(b, 4), out_shardings, shardings.params)
         max_diff, violations = _compare(out_state, ref_state, ATOL_ENCODER_DECODER if seq2seq else ATOL)
@@ -132,6 +139,8 @@ def equivalence(scan_layers: bool):
                 loss=loss_name,
                 scan_layers=scan,
                 microbatches=microbatches,
+                vocab_chunk=head.vocab_chunk,
+                response_budget=head.response_budget,
                 losses=[h["loss"] for h in history],
                 ref_losses=[h["loss"] for h in ref_history],
                 metric_keys=sorted(history[0]),

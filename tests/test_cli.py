@@ -43,6 +43,18 @@ def _run(*args):
             ["train", f"--config={ARITH}", "--workdir=w", "--config.eval.split=dev"],
             "eval.split='dev' is not a split of task 'arith'",
         ),
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.loss.vocab_chunk=-5"],
+            "loss.vocab_chunk=-5 is not accepted; give an integer >= 0: 0 for full logits",
+        ),
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.loss.vocab_chunk=2.5"],
+            "bad value '2.5' for --config.loss.vocab_chunk: that key takes an integer.",
+        ),
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.loss.response_budget=1.5"],
+            "loss.response_budget=1.5 is not accepted; give a number in (0, 1]",
+        ),
         (["prepare", "--source=x"], "--task is required"),
         (["prepare", "--task=mnist"], "Unknown task 'mnist'"),
         (["prepare", "--task=tldr", "--data_dir=w_data"], "run `jirl prepare --task tldr --source PATH`"),

@@ -36,11 +36,14 @@ def _eight_devices(mode: str) -> dict:
 @pytest.mark.parametrize("mode", ["scan", "unrolled"])
 def test_meshes_train_like_one_device(mode):
     """(8,1,1), (1,8,1), (2,2,2), (1,2,4), (1,4,2): 2 steps of tiny and t5_tiny, mle and iqlearn,
-    = one device."""
+    full logits, vocabulary chunks and gathered response positions = one device with full logits."""
     cases = _eight_devices(mode)["cases"]
     assert cases
     for case in cases:
-        where = f"{case['preset']} {case['mesh']} {case['loss']} microbatches={case['microbatches']}"
+        where = (
+            f"{case['preset']} {case['mesh']} {case['loss']} microbatches={case['microbatches']} "
+            f"vocab_chunk={case['vocab_chunk']} response_budget={case['response_budget']}"
+        )
         np.testing.assert_allclose(case["losses"], case["ref_losses"], rtol=1e-5, atol=1e-6, err_msg=where)
         assert case["metric_keys"] == case["ref_metric_keys"], where
         assert case["metric_violations"] == 0, where  # every metric within rtol 1e-5, atol 1e-6
@@ -52,6 +55,8 @@ def test_meshes_train_like_one_device(mode):
     meshes = {tuple(c["mesh"]) for c in _eight_devices("scan")["cases"] + cases}
     assert meshes >= {(8, 1, 1), (1, 8, 1), (2, 2, 2)}
     assert "t5_tiny" in {c["preset"] for c in cases}  # the encoder-decoder, on a mesh, in both loops
+    # vocabulary chunks with the vocabulary sharded over `tensor`, in both loops
+    assert any(c["vocab_chunk"] and c["mesh"][2] > 1 for c in cases)
 
 
 def test_fsdp8_holds_an_eighth_of_the_state_per_device():

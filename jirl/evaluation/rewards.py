@@ -17,16 +17,18 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
-from jirl import models
+from jirl import forward
 from jirl.data.pipeline import tokenize_example, tokenize_seq2seq_example
 from jirl.losses import rewards as reward_fns
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "gamma"))
-def _score_batch(graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array], gamma: float):
-    logits_BTV = models.forward_batch(graphdef, params, batch)
-    r_BT = reward_fns.token_rewards(logits_BTV, batch, gamma=gamma)
-    logp_BT = reward_fns.token_log_probs(logits_BTV, batch)
+@functools.partial(jax.jit, static_argnames=("graphdef", "gamma", "head"))
+def _score_batch(
+    graphdef: nnx.GraphDef, params: Any, batch: dict[str, jax.Array], gamma: float, head: forward.HeadOptions
+):
+    stats = forward.token_stats(graphdef, params, batch, head)
+    r_BT = reward_fns.token_rewards(stats, batch, gamma=gamma)
+    logp_BT = reward_fns.token_log_probs(stats, batch)
     return r_BT, logp_BT, reward_fns.sequence_rewards(r_BT, batch["loss_mask"], gamma=gamma)
 
 
@@ -57,9 +59,10 @@ def score(
     *,
     gamma: float = 1.0,
     batch_size: int = 32,
+    head: forward.HeadOptions = forward.DEFAULT_HEAD,
 ) -> list[dict[str, Any]]:
     """For each (prompt, response): token rewards r_t and log pi_t over the response (EOS included),
-    the sequence reward R and the log-likelihood sum_t log pi_t."""
+    the sequence reward R and the log-likelihood sum_t log pi_t. head: as the run's `loss` block says."""
     config = nnx.merge(graphdef, params).config
     max_len = config.max_len
     if config.is_encoder_decoder:
@@ -78,7 +81,9 @@ def score(
         length = max(_length(e) for e in chunk)
         length = min(max_len, -(-length // 16) * 16)  # a few shapes, few compilations
         chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(examples) > batch_size else chunk
-        r_BT, logp_BT, reward_B = jax.device_get(_score_batch(graphdef, params, _pad(chunk, length), gamma))
+        r_BT, logp_BT, reward_B = jax.device_get(
+            _score_batch(graphdef, params, _pad(chunk, length), gamma, head)
+        )
         for row in range(min(batch_size, len(examples) - start)):
             mask = chunk[row]["loss_mask"] > 0
             n = len(chunk[row]["inputs"])
@@ -144,6 +149,7 @@ def rerank_report(
     metric_of: Callable[[int, str], float],
     *,
     gamma: float = 1.0,
+    head: forward.HeadOptions = forward.DEFAULT_HEAD,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Scores N samples per prompt; Spearman(R, metric) over all samples and best-of-N by R / LL / random.
@@ -151,7 +157,7 @@ def rerank_report(
     metric_of(prompt_index, sample) -> the task metric of one sample (e.g. 1.0 if its answer is right).
     """
     pairs = [(p, s) for p, group in zip(prompts, samples) for s in group]
-    scored = score(graphdef, params, tokenizer, pairs, gamma=gamma)
+    scored = score(graphdef, params, tokenizer, pairs, gamma=gamma, head=head)
     metrics, rewards, logliks, i = [], [], [], 0
     for index, group in enumerate(samples):
         metrics.append([metric_of(index, s) for s in group])

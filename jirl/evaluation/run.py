@@ -21,7 +21,7 @@ from jirl import data, sampling
 from jirl.evaluation import diversity, quality, rewards
 from jirl.evaluation.answers import extract_answer
 from jirl.train.checkpoint import Checkpointer
-from jirl.train.loop import make_mesh, model_config, run_tokenizer
+from jirl.train.loop import head_options, make_mesh, model_config, run_tokenizer
 from jirl.train.optimizer import make_optimizer
 from jirl.train.step import sharded_state_target
 
@@ -140,7 +140,7 @@ def evaluate(
             **rewards.rerank_report(
                 run["graphdef"], run["params"], tokenizer, prompt_texts, texts,
                 lambda i, s: _sample_metric(kind, s, references[i]),
-                gamma=float(config.loss.get("gamma", 1.0)), seed=seed,
+                gamma=float(config.loss.get("gamma", 1.0)), head=head_options(config), seed=seed,
             ),
         )  # fmt: skip
     report = _finite(report)  # NaN (e.g. a Spearman over constant metrics) -> null, valid JSON

@@ -1,4 +1,4 @@
-"""Helpers shared by the objectives: batch checks, masked means, soft-Q quantities.
+"""Helpers shared by the objectives: input checks, masked means, soft-Q quantities.
 
 Notation (DESIGN.md): logits z_t are soft Q-values; Q_t = z_t[a_t], V_t = logsumexp(z_t),
 c_t = m_{t+1} [seg_{t+1} == seg_t] (c_{T-1} = 0), V'_t = c_t V_{t+1}, r_t = Q_t - gamma V'_t.
@@ -6,7 +6,7 @@ c_t = m_{t+1} [seg_{t+1} == seg_t] (c_{T-1} = 0), V'_t = c_t V_{t+1}, r_t = Q_t 
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,22 +14,32 @@ import jax.numpy as jnp
 REQUIRED_KEYS = ("targets", "loss_mask")
 
 
-def check_inputs(logits_BTV: jax.Array, batch: Mapping[str, jax.Array], *, name: str = "batch") -> None:
-    """Static (trace-time) checks: required keys present and shapes consistent."""
+def check_batch(batch: Mapping[str, jax.Array], shape_BT: tuple[int, ...], *, name: str = "batch") -> None:
+    """Static (trace-time) checks: required keys present, every [B, T] array of shape `shape_BT`."""
     missing = [k for k in REQUIRED_KEYS if k not in batch]
     if missing:
         raise ValueError(
             f"{name} is missing key(s) {missing}; a loss needs {list(REQUIRED_KEYS)} "
             f"(optional: 'segment_ids'), got {sorted(batch)}."
         )
-    if logits_BTV.ndim != 3:
-        raise ValueError(f"logits must be [B, T, V], got shape {tuple(logits_BTV.shape)}.")
     for key in ("targets", "loss_mask", "segment_ids"):
-        if key in batch and tuple(batch[key].shape) != tuple(logits_BTV.shape[:2]):
+        if key in batch and tuple(batch[key].shape) != tuple(shape_BT):
             raise ValueError(
-                f"{name}['{key}'] has shape {tuple(batch[key].shape)} but the logits are "
-                f"{tuple(logits_BTV.shape)}; it must be [B, T] = {tuple(logits_BTV.shape[:2])}."
+                f"{name}['{key}'] has shape {tuple(batch[key].shape)} but the model's outputs are "
+                f"[B, T] = {tuple(shape_BT)}; every batch array must be [B, T]."
             )
+
+
+def check_stats(stats: Any, batch: Mapping[str, jax.Array], *, name: str = "batch") -> None:
+    """An objective's inputs: TokenStats (jirl.losses.head) of the batch's shape."""
+    if not hasattr(stats, "value") or not hasattr(stats, "q"):
+        shape = getattr(stats, "shape", None)
+        raise ValueError(
+            "an objective reads per-position statistics, not logits: pass "
+            "jirl.losses.head.from_logits(logits_BTV, batch) (or from_hidden(...)); got "
+            f"{type(stats).__name__}{'' if shape is None else ' of shape ' + str(tuple(shape))}."
+        )
+    check_batch(batch, tuple(stats.q.shape), name=name)
 
 
 def masked_mean(x_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
@@ -58,27 +68,24 @@ class SoftQ(NamedTuple):
     mask: jax.Array  # m_t as float32
 
 
-def soft_q(
-    logits_BTV: jax.Array, batch: Mapping[str, jax.Array], *, stop_grad_next_value: bool = False
-) -> SoftQ:
-    """One pass over the logits: Q, V, V' (a shift of V) and argmax accuracy.
+def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: bool = False) -> SoftQ:
+    """Q, V and V' (a shift of V) from the head's TokenStats, masked.
 
-    Masked positions are replaced by zeros before any reduction, so huge or -inf logits
-    there give neither NaN values nor NaN gradients.
+    The head reads zeros at masked positions, so its statistics there are finite; they are zeroed
+    here, and V_{t+1} enters only where c_t = 1 (a response position, m_{t+1} = 1).
     """
     mask_BT = batch["loss_mask"].astype(jnp.float32)
-    logits_BTV = jnp.where(mask_BT[..., None] > 0, logits_BTV.astype(jnp.float32), 0.0)
-    targets_BT = batch["targets"].astype(jnp.int32)
-    value_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    q_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    correct_BT = (jnp.argmax(logits_BTV, axis=-1) == targets_BT).astype(jnp.float32)
+    value_BT = stats.value.astype(jnp.float32)
     c_BT = continuation_mask(mask_BT, batch.get("segment_ids"))
     shifted_BT = jnp.pad(value_BT[:, 1:], ((0, 0), (0, 1)))
     if stop_grad_next_value:
         shifted_BT = jax.lax.stop_gradient(shifted_BT)
-    next_value_BT = c_BT * shifted_BT
     return SoftQ(
-        q=q_BT * mask_BT, value=value_BT * mask_BT, next_value=next_value_BT, correct=correct_BT, mask=mask_BT
+        q=stats.q.astype(jnp.float32) * mask_BT,
+        value=value_BT * mask_BT,
+        next_value=c_BT * shifted_BT,
+        correct=jax.lax.stop_gradient(stats.correct).astype(jnp.float32),
+        mask=mask_BT,
     )
 
 

@@ -8,6 +8,7 @@ With Q_t = z_t[a_t], V_t = logsumexp z_t, V'_t = c_t V_{t+1} and r_t = Q_t - gam
 
 E_E is the masked token mean over the expert batch, E_P over the policy batch. lam = 0 and
 alpha = 0 give exactly MLE. -log pi_t = -r_t + (V_t - gamma V'_t), the unsimplified IQ-Learn form.
+The inputs are the head's per-position TokenStats (jirl.losses.head), never the logits themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jirl.losses import _masking
+from jirl.losses.head import TokenStats
 
 
 def _expert_terms(sq: _masking.SoftQ, gamma: float):
@@ -29,36 +31,36 @@ def _expert_terms(sq: _masking.SoftQ, gamma: float):
 
 
 def iqlearn_loss(
-    logits_BTV: jax.Array,
+    stats: TokenStats,
     batch: Mapping[str, jax.Array],
     *,
     lam: float = 0.1,
     gamma: float = 1.0,
     alpha: float = 0.0,
     stop_grad_next_value: bool = False,
-    policy_logits: jax.Array | None = None,
+    policy_stats: TokenStats | None = None,
     policy_batch: Mapping[str, jax.Array] | None = None,
 ):
-    """IQLearn loss and metrics; online when `policy_logits`/`policy_batch` are given."""
-    _masking.check_inputs(logits_BTV, batch)
-    online = policy_logits is not None or policy_batch is not None
-    if online and (policy_logits is None or policy_batch is None):
-        raise ValueError("online IQLearn needs both policy_logits= and policy_batch=; got only one.")
+    """IQLearn loss and metrics; online when `policy_stats`/`policy_batch` are given."""
+    _masking.check_stats(stats, batch)
+    online = policy_stats is not None or policy_batch is not None
+    if online and (policy_stats is None or policy_batch is None):
+        raise ValueError("online IQLearn needs both policy_stats= and policy_batch=; got only one.")
     if alpha and not online:
         raise ValueError(
-            f"loss.alpha={alpha} asks for online IQLearn, which needs policy_logits= and "
+            f"loss.alpha={alpha} asks for online IQLearn, which needs policy_stats= and "
             "policy_batch=; use alpha=0 for offline IQLearn."
         )
 
-    sq = _masking.soft_q(logits_BTV, batch, stop_grad_next_value=stop_grad_next_value)
+    sq = _masking.soft_q(stats, batch, stop_grad_next_value=stop_grad_next_value)
     nll, td_reg, value_gap = _expert_terms(sq, gamma)
     metrics = _masking.token_metrics(sq, gamma)
 
     if not online:
         loss = nll + lam * td_reg
     else:
-        _masking.check_inputs(policy_logits, policy_batch, name="policy_batch")
-        psq = _masking.soft_q(policy_logits, policy_batch, stop_grad_next_value=stop_grad_next_value)
+        _masking.check_stats(policy_stats, policy_batch, name="policy_batch")
+        psq = _masking.soft_q(policy_stats, policy_batch, stop_grad_next_value=stop_grad_next_value)
         _, policy_td_reg, policy_value_gap = _expert_terms(psq, gamma)
         loss = (
             nll

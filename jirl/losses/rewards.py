@@ -1,4 +1,4 @@
-"""Implicit rewards of a model trained as soft-Q values (IQLearn), as pure functions of the logits.
+"""Implicit rewards of a model trained as soft-Q values (IQLearn), from the head's TokenStats.
 
 r_t = Q_t - gamma V'_t with Q_t = z_t[a_t], V'_t = c_t logsumexp z_{t+1} (DESIGN.md), on response
 tokens (m_t = 1), 0 elsewhere. The sequence reward discounts by the step k inside the response:
@@ -13,19 +13,20 @@ import jax
 import jax.numpy as jnp
 
 from jirl.losses import _masking
+from jirl.losses.head import TokenStats
 
 
-def token_rewards(logits_BTV: jax.Array, batch: Mapping[str, jax.Array], *, gamma: float = 1.0) -> jax.Array:
+def token_rewards(stats: TokenStats, batch: Mapping[str, jax.Array], *, gamma: float = 1.0) -> jax.Array:
     """r_BT = m_t (Q_t - gamma V'_t), float32."""
-    _masking.check_inputs(logits_BTV, batch)
-    sq = _masking.soft_q(logits_BTV, batch)
+    _masking.check_stats(stats, batch)
+    sq = _masking.soft_q(stats, batch)
     return (sq.q - gamma * sq.next_value) * sq.mask
 
 
-def token_log_probs(logits_BTV: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+def token_log_probs(stats: TokenStats, batch: Mapping[str, jax.Array]) -> jax.Array:
     """log pi_t = m_t (Q_t - V_t), float32 (the log-likelihood of each response token)."""
-    _masking.check_inputs(logits_BTV, batch)
-    sq = _masking.soft_q(logits_BTV, batch)
+    _masking.check_stats(stats, batch)
+    sq = _masking.soft_q(stats, batch)
     return (sq.q - sq.value) * sq.mask
 
 

@@ -4,6 +4,7 @@ model = jirl.models.create(jirl.models.get_config("tiny"), seed=0)
 logits_BTV = model(tokens_BT)                       # T5 presets: model(encoder_tokens_BS, tokens_BT)
 graphdef, params = jirl.models.split(model)        # params: a plain pytree of arrays
 logits_BTV = jirl.models.apply(graphdef, params, tokens_BT)
+h_BTD, out = jirl.models.forward_hidden(graphdef, params, batch)  # logits = layers.project(h_BTD, out)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from jirl.models import layers
 from jirl.models.config import PRESETS, ModelConfig, get_config
 from jirl.models.t5 import EncoderDecoder
 from jirl.models.transformer import Transformer, init_cache
@@ -44,14 +46,29 @@ def apply(graphdef: nnx.GraphDef, params: dict[str, Any], *tokens: jax.Array, **
     return nnx.merge(graphdef, params)(*tokens, **kwargs)
 
 
-def forward_batch(graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any) -> jax.Array:
-    """logits_BTV of a batch dict (DESIGN.md): decoder keys inputs/positions/segment_ids, and for an
-    encoder-decoder also encoder_inputs/encoder_positions/encoder_segment_ids."""
-    decoder = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"))
+def _batch_inputs(batch: Any) -> tuple[tuple[jax.Array, ...], dict[str, Any]]:
+    """(token arrays, keyword arguments) of a batch dict (DESIGN.md): decoder keys inputs/positions/
+    segment_ids, and for an encoder-decoder also encoder_inputs/encoder_positions/encoder_segment_ids."""
+    kwargs = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"))
     if "encoder_inputs" in batch:
-        encoder = {k: batch.get(k) for k in ("encoder_positions", "encoder_segment_ids")}
-        return apply(graphdef, params, batch["encoder_inputs"], batch["inputs"], **encoder, **decoder)
-    return apply(graphdef, params, batch["inputs"], **decoder)
+        kwargs.update({k: batch.get(k) for k in ("encoder_positions", "encoder_segment_ids")})
+        return (batch["encoder_inputs"], batch["inputs"]), kwargs
+    return (batch["inputs"],), kwargs
+
+
+def forward_batch(graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any) -> jax.Array:
+    """logits_BTV of a batch dict (decoder-only or encoder-decoder)."""
+    tokens, kwargs = _batch_inputs(batch)
+    return apply(graphdef, params, *tokens, **kwargs)
+
+
+def forward_hidden(
+    graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any
+) -> tuple[jax.Array, layers.OutputProjection]:
+    """(h_BTD, the output layer) of a batch dict: logits_BTV = layers.project(h_BTD, output layer)."""
+    model = nnx.merge(graphdef, params)
+    tokens, kwargs = _batch_inputs(batch)
+    return model.hidden(*tokens, **kwargs), model.output_projection()
 
 
 __all__ = [
@@ -62,6 +79,7 @@ __all__ = [
     "apply",
     "create",
     "forward_batch",
+    "forward_hidden",
     "get_config",
     "init_cache",
     "logical_axes",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +128,23 @@ def dot_product_attention(
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKD.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD)
     return out.reshape(b, t, h, d)
+
+
+class OutputProjection(NamedTuple):
+    """A model's output layer z = softcap(h W): W [D, V] (vocab_axis=1) or a tied [V, D] (vocab_axis=0)."""
+
+    weight: jax.Array
+    vocab_axis: int
+    softcap: float = 0.0  # c > 0: z -> c tanh(z / c)
+
+
+def project(h_BTD: jax.Array, out: OutputProjection) -> jax.Array:
+    """logits_BTV = softcap(h W), in h's dtype (the full-logits output layer)."""
+    w = out.weight.astype(h_BTD.dtype)
+    logits_BTV = h_BTD @ (w if out.vocab_axis == 1 else w.T)
+    if out.softcap > 0:
+        logits_BTV = out.softcap * jnp.tanh(logits_BTV / out.softcap)
+    return logits_BTV
 
 
 def relative_bucket(relative_position: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int):

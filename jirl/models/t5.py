@@ -203,6 +203,12 @@ class EncoderDecoder(nnx.Module):
         )
         return cache
 
+    def output_projection(self) -> layers.OutputProjection:
+        """The output layer: the unembedding [D, V], or the shared embedding table [V, D] when tied."""
+        if self.config.tie_embeddings:
+            return layers.OutputProjection(self.embed[...], vocab_axis=0)
+        return layers.OutputProjection(self.unembed[...], vocab_axis=1)
+
     def decode(
         self,
         tokens_BT: jax.Array,
@@ -214,6 +220,26 @@ class EncoderDecoder(nnx.Module):
         cache: dict[str, Any] | None = None,
     ):
         """Decoder logits [B, T, V] given the encoder states (or a cache from `start_cache`)."""
+        out = self.decode_hidden(
+            tokens_BT, encoded_BSD, encoder_segment_ids=encoder_segment_ids, positions=positions,
+            segment_ids=segment_ids, cache=cache,
+        )  # fmt: skip
+        h_BTD, new_cache = (out, None) if cache is None else out
+        logits_BTV = layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
+        return logits_BTV if cache is None else (logits_BTV, new_cache)
+
+    def decode_hidden(
+        self,
+        tokens_BT: jax.Array,
+        encoded_BSD: jax.Array | None = None,
+        *,
+        encoder_segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, Any] | None = None,
+    ):
+        """The decoder's output-layer input h_BTD (the final norm, and with tied embeddings the D^-1/2
+        scaling T5 applies before the shared table); with cache=, (h_BTD, the new cache)."""
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
@@ -257,14 +283,10 @@ class EncoderDecoder(nnx.Module):
         x, new_kv = self._scan(body, x, self.decoder.stacked(), kv_caches)
         x = norm(x, {"final_norm": self.final_norm[...]}, "final_norm", cfg)
         if cfg.tie_embeddings:
-            logits_BTV = (x * jnp.asarray(cfg.embed_dim**-0.5, dt)) @ self.embed[...].T.astype(dt)
-        else:
-            logits_BTV = x @ self.unembed[...].astype(dt)
-        logits_BTV = layers.constrain(logits_BTV, _ACTIVATIONS_BTV)
+            x = x * jnp.asarray(cfg.embed_dim**-0.5, dt)
         if cache is None:
-            return logits_BTV
-        new_cache = dict(cache, k=new_kv[0], v=new_kv[1], segment_ids=ctx.kv_segments_BS, index=start + t)
-        return logits_BTV, new_cache
+            return x
+        return x, dict(cache, k=new_kv[0], v=new_kv[1], segment_ids=ctx.kv_segments_BS, index=start + t)
 
     def __call__(
         self,
@@ -277,8 +299,25 @@ class EncoderDecoder(nnx.Module):
         segment_ids: jax.Array | None = None,
     ) -> jax.Array:
         """logits_BTV of the decoder over `decoder_tokens` given `encoder_tokens` (teacher forcing)."""
+        h_BTD = self.hidden(
+            encoder_tokens_BS, decoder_tokens_BT, encoder_positions=encoder_positions,
+            encoder_segment_ids=encoder_segment_ids, positions=positions, segment_ids=segment_ids,
+        )  # fmt: skip
+        return layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
+
+    def hidden(
+        self,
+        encoder_tokens_BS: jax.Array,
+        decoder_tokens_BT: jax.Array,
+        *,
+        encoder_positions: jax.Array | None = None,
+        encoder_segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """The decoder's output-layer input h_BTD over `decoder_tokens` given `encoder_tokens`."""
         encoded = self.encode(encoder_tokens_BS, positions=encoder_positions, segment_ids=encoder_segment_ids)
-        return self.decode(
+        return self.decode_hidden(
             decoder_tokens_BT,
             encoded,
             encoder_segment_ids=encoder_segment_ids,

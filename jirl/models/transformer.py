@@ -208,7 +208,11 @@ def causal_context(
 
 
 class Transformer(nnx.Module):
-    """logits_BTV = model(tokens_BT, positions=..., segment_ids=...); with cache=, also the new cache."""
+    """logits_BTV = model(tokens_BT, positions=..., segment_ids=...); with cache=, also the new cache.
+
+    `model.hidden(...)` (same arguments and cache convention) stops before the output layer:
+    logits = `layers.project(h_BTD, model.output_projection())`.
+    """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
@@ -236,6 +240,26 @@ class Transformer(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: dict[str, Any] | None = None,
     ):
+        out = self.hidden(tokens_BT, positions=positions, segment_ids=segment_ids, cache=cache)
+        h_BTD, new_cache = (out, None) if cache is None else out
+        logits_BTV = layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
+        return logits_BTV if cache is None else (logits_BTV, new_cache)
+
+    def output_projection(self) -> layers.OutputProjection:
+        """The output layer: the unembedding [D, V] or the tied embedding table [V, D]; Gemma 2's soft-cap."""
+        if self.config.tie_embeddings:
+            return layers.OutputProjection(self.embed[...], vocab_axis=0, softcap=self.config.final_softcap)
+        return layers.OutputProjection(self.unembed[...], vocab_axis=1, softcap=self.config.final_softcap)
+
+    def hidden(
+        self,
+        tokens_BT: jax.Array,
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, Any] | None = None,
+    ):
+        """The final hidden states h_BTD (after the final norm); with cache=, (h_BTD, the new cache)."""
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
@@ -280,12 +304,6 @@ class Transformer(nnx.Module):
         if cfg.norm == "layer":
             final["final_norm_bias"] = self.final_norm_bias[...]
         x = norm(x, final, "final_norm", cfg)
-        unembed_DV = embed_VD.T if cfg.tie_embeddings else self.unembed[...]
-        logits_BTV = x @ unembed_DV.astype(dt)
-        if cfg.final_softcap > 0:
-            logits_BTV = cfg.final_softcap * jnp.tanh(logits_BTV / cfg.final_softcap)
-        logits_BTV = layers.constrain(logits_BTV, _ACTIVATIONS_BTV)
         if cache is None:
-            return logits_BTV
-        new_cache = {"k": new_kv[0], "v": new_kv[1], "segment_ids": kv_segments_BS, "index": start + t}
-        return logits_BTV, new_cache
+            return x
+        return x, {"k": new_kv[0], "v": new_kv[1], "segment_ids": kv_segments_BS, "index": start + t}

@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from jirl import data, distributed, losses, models, sharding
+from jirl import data, distributed, forward, losses, models, sharding
 from jirl.evaluation.task_eval import answer_accuracy_on_split
 from jirl.train import online, plots
 from jirl.train.checkpoint import Checkpointer
@@ -48,13 +48,19 @@ def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models
     return models.get_config(config.model.preset, **overrides)
 
 
-# Keys of the `loss` block that drive online sampling rather than the loss function itself.
+# Keys of the `loss` block that drive online sampling or the head stage, not the objective itself.
 SAMPLING_KEYS = ("sample_every", "sample_temperature", "sample_max_tokens")
+HEAD_KEYS = forward.HeadOptions.keys()
 
 
-def loss_function(config: Any):
-    opts = {k: v for k, v in config.loss.items() if k not in SAMPLING_KEYS}
+def loss_function(config: Any) -> losses.Objective:
+    opts = {k: v for k, v in config.loss.items() if k not in SAMPLING_KEYS + HEAD_KEYS}
     return losses.get(opts.pop("name"), **opts)
+
+
+def head_options(config: Any) -> forward.HeadOptions:
+    """How the objective's statistics are computed: `loss.vocab_chunk` and `loss.response_budget`."""
+    return forward.HeadOptions.from_config(config.loss)
 
 
 def _policy_sampler(config: Any, graphdef: Any, tokenizer: Any, microbatches: int):
@@ -135,6 +141,7 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
     """
     model_config(config)  # a bad model config fails before any data work
     loss_fn = loss_function(config)
+    head = head_options(config)
     distributed.initialize(config.get("distributed"))
     mesh, rules = make_mesh(config)
     microbatches = int(config.train.get("microbatches", 1))
@@ -214,12 +221,13 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         loss_fn,
         tx,
         schedule,
+        head=head,
         microbatches=microbatches,
         mesh=mesh,
         state_shardings=state_shardings,
         rules=rules,
     )
-    eval_step = make_eval_step(graphdef, loss_fn)
+    eval_step = make_eval_step(graphdef, loss_fn, head=head)
     sampler = _policy_sampler(config, graphdef, tokenizer, microbatches)
     # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
     first_logged = 0 if restored is None else start_step + 1

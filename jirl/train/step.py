@@ -1,4 +1,7 @@
-"""The jitted train and eval steps, generic over the loss `(logits_BTV, batch) -> (loss, metrics)`.
+"""The jitted train and eval steps, generic over the objective `(stats, batch) -> (loss, metrics)`.
+
+The model's forward pass gives the objective its per-position TokenStats (`jirl.forward`): from the
+full logits (vocab_chunk = 0) or from the hidden states in vocabulary chunks.
 
 On one device or sharded over a mesh (jirl.sharding), with optional gradient accumulation.
 """
@@ -13,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jirl import models, sharding
+from jirl import forward, models, sharding
 from jirl.models import layers
 from jirl.train.state import TrainState, create_train_state
 
@@ -59,11 +62,6 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
             )
 
 
-def forward(graphdef: nnx.GraphDef, params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """logits_BTV for a decoder or encoder-decoder batch (packed rows use segment ids/positions)."""
-    return models.forward_batch(graphdef, params, batch)
-
-
 def _split_microbatches(x: jax.Array, microbatches: int) -> jax.Array:
     """[B, ...] -> [M, B/M, ...], microbatch i = rows i, i + M, i + 2M, ... (strided, so that each
     microbatch spreads over all data-parallel devices as the batch does)."""
@@ -75,18 +73,28 @@ def _is_count(key: str) -> bool:
     return key == "tokens" or key.endswith("_tokens")
 
 
+def _stats_fn(graphdef: nnx.GraphDef, loss_fn: Callable, head: forward.HeadOptions) -> Callable:
+    """(params, batch) -> TokenStats, with the mean logit when the objective needs it."""
+    mean_logit = bool(getattr(loss_fn, "needs_mean_logit", False))
+    return lambda params, batch: forward.token_stats(graphdef, params, batch, head, mean_logit=mean_logit)
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     loss_fn: Callable,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     *,
+    head: forward.HeadOptions = forward.DEFAULT_HEAD,
     microbatches: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     state_shardings: Any = None,
     rules: Mapping[str, Any] | None = None,
 ) -> Callable:
     """A jitted `(state, batch) -> (state, metrics)`; the state is donated.
+
+    head: how the objective's statistics are computed (jirl.forward.HeadOptions): from the full
+    logits (vocab_chunk=0), or in vocabulary chunks from the hidden states.
 
     microbatches = M > 1 accumulates gradients over M slices of the batch. The losses are token
     means L = sum_i S_i / N with N = sum_i N_i (N_i = metrics["tokens"] of slice i), so
@@ -104,17 +112,17 @@ def make_train_step(
     constrain_fn = None if mesh is None else sharding.activation_constrainer(mesh, rules)
     grad_shardings = None if mesh is None else state_shardings.params
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh, rules)
+    stats_of = _stats_fn(graphdef, loss_fn, head)
 
     def loss_and_grads(params, batch):
         def loss_of(p):
             if "policy" not in batch:
-                return loss_fn(forward(graphdef, p, batch), batch)
+                return loss_fn(stats_of(p, batch), batch)
             expert = {k: v for k, v in batch.items() if k != "policy"}  # online: policy samples too
-            policy_logits = forward(graphdef, p, batch["policy"])
             return loss_fn(
-                forward(graphdef, p, expert),
+                stats_of(p, expert),
                 expert,
-                policy_logits=policy_logits,
+                policy_stats=stats_of(p, batch["policy"]),
                 policy_batch=batch["policy"],
             )
 
@@ -216,11 +224,14 @@ def create_sharded_train_state(
     return graphdef, init(), shardings
 
 
-def make_eval_step(graphdef: nnx.GraphDef, loss_fn: Callable) -> Callable:
+def make_eval_step(
+    graphdef: nnx.GraphDef, loss_fn: Callable, *, head: forward.HeadOptions = forward.DEFAULT_HEAD
+) -> Callable:
     """A jitted `(params, batch) -> metrics` (the loss's metrics, no update)."""
+    stats_of = _stats_fn(graphdef, loss_fn, head)
 
     def eval_step(params: Any, batch: Mapping[str, jax.Array]):
-        loss, metrics = loss_fn(forward(graphdef, params, batch), batch)
+        loss, metrics = loss_fn(stats_of(params, batch), batch)
         return dict(metrics, loss=loss)
 
     return jax.jit(eval_step)

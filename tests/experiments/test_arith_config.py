@@ -10,7 +10,7 @@ from configs import load_arith  # noqa: E402
 
 from jirl import losses, models  # noqa: E402
 from jirl.train import loss_function, model_config  # noqa: E402
-from jirl.train.loop import SAMPLING_KEYS  # noqa: E402
+from jirl.train.loop import HEAD_KEYS, SAMPLING_KEYS  # noqa: E402
 
 
 def test_objectives_differ_only_under_loss():
@@ -35,7 +35,7 @@ def test_config_builds_its_model_and_loss(objective):
         assert name in config[section], key
     assert model_config(config).num_params() == models.get_config("small").num_params()
     loss_function(config)
-    assert set(config.loss) - {"name", *SAMPLING_KEYS} == set(losses.options(config.loss.name))
+    assert set(config.loss) - {"name", *SAMPLING_KEYS, *HEAD_KEYS} == set(losses.options(config.loss.name))
 
 
 def test_unknown_objective_is_named():

@@ -8,7 +8,7 @@ import pytest
 from jirl import data, losses
 from jirl.experiment import load_config
 from jirl.train import loss_function, model_config
-from jirl.train.loop import SAMPLING_KEYS
+from jirl.train.loop import HEAD_KEYS, SAMPLING_KEYS
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "experiments")
 FILES = {
@@ -37,7 +37,7 @@ def test_objective_is_one_block(name):
     task = data.get_task(config.task.name)
     assert config.eval.split in task.splits
     assert model_config(config, tokenizer_vocab_size=8000).vocab_size in (259, 8000)
-    assert set(config.loss) - {"name", *SAMPLING_KEYS} == set(losses.options("iqlearn"))
+    assert set(config.loss) - {"name", *SAMPLING_KEYS, *HEAD_KEYS} == set(losses.options("iqlearn"))
     loss_function(config)
 
 

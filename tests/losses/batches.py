@@ -23,3 +23,22 @@ def random_batch(rng: np.random.Generator, b=3, t=12, v=7, max_segments=3):
             mask[row, pos:] = 1.0
     logits = rng.normal(size=(b, t, v)).astype(np.float32) * 2.0
     return logits, {"targets": targets, "loss_mask": mask, "segment_ids": segments}
+
+
+def on_logits(objective):
+    """objective as a function of full logits, through the reference head (jirl.losses.head.from_logits):
+    fn(logits, batch[, policy_logits=, policy_batch=]) -> (loss, metrics)."""
+    from jirl.losses import head
+
+    def fn(logits, batch, *, policy_logits=None, policy_batch=None):
+        stats = lambda z, b: head.from_logits(z, b, mean_logit=objective.needs_mean_logit)  # noqa: E731
+        if policy_logits is None and policy_batch is None:
+            return objective(stats(logits, batch), batch)
+        return objective(
+            stats(logits, batch),
+            batch,
+            policy_stats=stats(policy_logits, policy_batch),
+            policy_batch=policy_batch,
+        )
+
+    return fn

@@ -6,15 +6,16 @@ import pytest
 import reference
 from batches import random_batch
 
-from jirl.losses import rewards
+from jirl.losses import head, rewards
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_token_rewards_and_log_probs_match_numpy(gamma, seed):
     logits, batch = random_batch(np.random.default_rng(seed))
-    r_BT = np.asarray(rewards.token_rewards(jnp.asarray(logits), batch, gamma=gamma))
-    logp_BT = np.asarray(rewards.token_log_probs(jnp.asarray(logits), batch))
+    stats = head.from_logits(jnp.asarray(logits), batch)
+    r_BT = np.asarray(rewards.token_rewards(stats, batch, gamma=gamma))
+    logp_BT = np.asarray(rewards.token_log_probs(stats, batch))
     mask = batch["loss_mask"] > 0
     q, v, v_next = reference.soft_q_terms(
         logits.astype(np.float64), batch["targets"], batch["loss_mask"], batch["segment_ids"], gamma

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import reference
 from absl.testing import parameterized
-from batches import random_batch
+from batches import on_logits, random_batch
 
 from jirl import losses
 
@@ -22,7 +22,7 @@ class IQLearnTest(parameterized.TestCase):
     @parameterized.product(gamma=[1.0, 0.9], lam=[0.0, 0.3], seed=[0, 1])
     def test_value_matches_unsimplified_reference(self, gamma, lam, seed):
         logits, batch = random_batch(np.random.default_rng(seed))
-        loss, _ = losses.get("iqlearn", gamma=gamma, lam=lam)(jnp.asarray(logits), batch)
+        loss, _ = on_logits(losses.get("iqlearn", gamma=gamma, lam=lam))(jnp.asarray(logits), batch)
         expected = reference.iqlearn_unsimplified(
             logits.astype(np.float64), *_np_batch(batch), gamma=gamma, lam=lam
         )
@@ -32,7 +32,7 @@ class IQLearnTest(parameterized.TestCase):
     def test_gradient_matches_reference(self, gamma, stop_grad):
         logits, batch = random_batch(np.random.default_rng(7), b=2, t=9, v=5)
         lam = 0.5
-        loss_fn = losses.get("iqlearn", gamma=gamma, lam=lam, stop_grad_next_value=stop_grad)
+        loss_fn = on_logits(losses.get("iqlearn", gamma=gamma, lam=lam, stop_grad_next_value=stop_grad))
         grad = jax.grad(lambda z: loss_fn(z, batch)[0])(jnp.asarray(logits))
         fixed = logits.astype(np.float64)
 
@@ -46,8 +46,8 @@ class IQLearnTest(parameterized.TestCase):
 
     def test_lam_zero_is_mle_in_value_and_gradient(self):
         logits, batch = random_batch(np.random.default_rng(3))
-        iq = losses.get("iqlearn", lam=0.0, gamma=0.7)
-        mle = losses.get("mle")
+        iq = on_logits(losses.get("iqlearn", lam=0.0, gamma=0.7))
+        mle = on_logits(losses.get("mle"))
         z = jnp.asarray(logits)
         np.testing.assert_allclose(iq(z, batch)[0], mle(z, batch)[0], rtol=1e-6)
         g_iq = jax.grad(lambda x: iq(x, batch)[0])(z)
@@ -59,7 +59,7 @@ class IQLearnTest(parameterized.TestCase):
         rng = np.random.default_rng(11)
         e_logits, e_batch = random_batch(rng)
         p_logits, p_batch = random_batch(rng, b=2)
-        fn = losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=alpha)
+        fn = on_logits(losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=alpha))
         loss, metrics = fn(
             jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch
         )
@@ -77,7 +77,7 @@ class IQLearnTest(parameterized.TestCase):
         rng = np.random.default_rng(5)
         e_logits, e_batch = random_batch(rng, b=2, t=8, v=4)
         p_logits, p_batch = random_batch(rng, b=2, t=8, v=4)
-        fn = losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=0.3)
+        fn = on_logits(losses.get("iqlearn", gamma=0.9, lam=0.2, alpha=0.3))
         g_e, g_p = jax.grad(
             lambda e, p: fn(e, e_batch, policy_logits=p, policy_batch=p_batch)[0], argnums=(0, 1)
         )(jnp.asarray(e_logits), jnp.asarray(p_logits))
@@ -97,7 +97,7 @@ class IQLearnTest(parameterized.TestCase):
 
     def test_metrics_are_means_over_masked_positions(self):
         logits, batch = random_batch(np.random.default_rng(2))
-        _, m = losses.get("iqlearn", gamma=0.9, lam=0.1)(jnp.asarray(logits), batch)
+        _, m = on_logits(losses.get("iqlearn", gamma=0.9, lam=0.1))(jnp.asarray(logits), batch)
         q, v, v_next = reference.soft_q_terms(logits.astype(np.float64), *_np_batch(batch), 0.9).T
         r = q - 0.9 * v_next
         np.testing.assert_allclose(m["nll"], np.mean(v - q), rtol=1e-5)
@@ -118,7 +118,7 @@ class IQLearnTest(parameterized.TestCase):
             ("iqlearn", dict(gamma=0.9, lam=0.5)),
             ("mle", dict(label_smoothing=0.1, z_loss=1e-4)),
         ]:
-            fn = losses.get(name, **opts)
+            fn = on_logits(losses.get(name, **opts))
             (loss, metrics), grad = jax.value_and_grad(lambda z: fn(z, batch), has_aux=True)(
                 jnp.asarray(logits)
             )
@@ -139,7 +139,7 @@ def test_padding_and_prompt_positions_change_nothing(extra, prompt_extra, seed, 
     """Prompt positions prepended and padding appended (random logits there) change no value."""
     rng = np.random.default_rng(seed)
     logits, batch = random_batch(rng, b=2, t=10)
-    fn = losses.get("iqlearn", gamma=gamma, lam=0.3)
+    fn = on_logits(losses.get("iqlearn", gamma=gamma, lam=0.3))
     loss, metrics = fn(jnp.asarray(logits), batch)
 
     b, _, v = logits.shape
@@ -175,7 +175,7 @@ class VariantsTest(chex.TestCase):
     def test_jit_and_no_jit_agree(self):
         logits, batch = random_batch(np.random.default_rng(9))
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
-        fn = losses.get("iqlearn", gamma=0.9, lam=0.2)
+        fn = on_logits(losses.get("iqlearn", gamma=0.9, lam=0.2))
         loss, metrics = self.variant(fn)(jnp.asarray(logits), batch)
         ref_loss, ref_metrics = fn(jnp.asarray(logits), batch)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
@@ -191,10 +191,12 @@ def test_unknown_loss_and_option_name_what_is_accepted():
 
 def test_bad_batches_are_named():
     logits, batch = random_batch(np.random.default_rng(0))
-    fn = losses.get("iqlearn")
+    fn = on_logits(losses.get("iqlearn"))
     with pytest.raises(ValueError, match="missing key.*'loss_mask'"):
         fn(jnp.asarray(logits), {"targets": batch["targets"]})
     with pytest.raises(ValueError, match=r"'targets'\] has shape"):
         fn(jnp.asarray(logits), dict(batch, targets=batch["targets"][:, :-1]))
-    with pytest.raises(ValueError, match="needs policy_logits"):
-        losses.get("iqlearn", alpha=0.1)(jnp.asarray(logits), batch)
+    with pytest.raises(ValueError, match="needs policy_stats"):
+        on_logits(losses.get("iqlearn", alpha=0.1))(jnp.asarray(logits), batch)
+    with pytest.raises(ValueError, match=r"not logits.*from_logits.*shape \(3, 12, 7\)"):
+        losses.get("iqlearn")(jnp.asarray(logits), batch)  # the old contract is refused by name

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from batches import random_batch
+from batches import on_logits, random_batch
 
 from jirl import losses
 
@@ -13,7 +13,7 @@ from jirl import losses
 @pytest.mark.parametrize("label_smoothing,z_loss", [(0.0, 0.0), (0.1, 0.0), (0.0, 1e-3), (0.2, 1e-2)])
 def test_mle_matches_reference(label_smoothing, z_loss):
     logits, batch = random_batch(np.random.default_rng(1), b=2, t=8, v=5)
-    fn = losses.get("mle", label_smoothing=label_smoothing, z_loss=z_loss)
+    fn = on_logits(losses.get("mle", label_smoothing=label_smoothing, z_loss=z_loss))
     (loss, metrics), grad = jax.value_and_grad(lambda z: fn(z, batch), has_aux=True)(jnp.asarray(logits))
 
     def ref(z):
@@ -33,5 +33,5 @@ def test_mle_matches_reference(label_smoothing, z_loss):
 def test_all_masked_batch_is_zero_not_nan():
     logits, batch = random_batch(np.random.default_rng(2))
     batch = dict(batch, loss_mask=np.zeros_like(batch["loss_mask"]))
-    loss, metrics = losses.get("mle")(jnp.asarray(logits), batch)
+    loss, metrics = on_logits(losses.get("mle"))(jnp.asarray(logits), batch)
     assert float(loss) == 0.0 and float(metrics["tokens"]) == 0.0

@@ -53,3 +53,23 @@ def test_a_finished_run_started_again_resumes_at_its_end(tiny_data_dir, tmp_path
     again = train(config, str(tmp_path), progress=False)
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [2, 4]
     assert again["answer_accuracy"] == first["answer_accuracy"]
+
+
+def test_vocabulary_chunks_train_like_full_logits(tiny_data_dir, tmp_path):
+    """20 steps with loss.vocab_chunk=64 (259 entries: 5 chunks) log the losses of full logits."""
+    logged = {}
+    for chunk in (0, 64):
+        config = tiny_config(tiny_data_dir, steps=20)
+        config.loss.vocab_chunk = chunk
+        config.train.log_every = 1
+        config.eval.update(every=10, answers_every=0)
+        workdir = str(tmp_path / str(chunk))
+        train(config, workdir, progress=False)
+        logged[chunk] = read_metrics(workdir)
+    assert [r["step"] for r in logged[64]] == list(range(1, 21))
+    for full, chunked in zip(logged[0], logged[64]):
+        for key in ("loss", "nll", "td_reg", "eval_loss"):
+            if key in full:
+                np.testing.assert_allclose(
+                    chunked[key], full[key], rtol=1e-5, err_msg=f"{key} {full['step']}"
+                )
