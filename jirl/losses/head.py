@@ -13,8 +13,9 @@ backward pass, dz = g_V softmax(z) + g_Q onehot(a) + g_mean / V, so that the mem
 O(B T chunk) whatever V is.
 
 Chunk k holds the vocabulary entries v = c K + k (c < C, K chunks of C entries, strided), so that a
-vocabulary sharded over a mesh axis in contiguous blocks stays sharded inside every chunk. Entries
-past V (C K >= V pads at most K - 1 entries) never win the max and add nothing to the sums.
+vocabulary sharded over a mesh axis in contiguous blocks stays sharded inside every chunk. The
+entries past V that C K >= V adds (fewer than 128 per chunk) never win the max and add nothing to
+the sums.
 """
 
 from __future__ import annotations
@@ -35,10 +36,6 @@ class TokenStats(NamedTuple):
     value: jax.Array  # V_t = logsumexp z_t
     correct: jax.Array  # argmax z_t == a_t, as 0/1 (no gradient)
     mean_logit: jax.Array | None = None  # mean_v z_t[v]; only when asked for
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.q.shape)
 
 
 def from_logits(
@@ -187,7 +184,7 @@ def _forward(spec: _Spec, h_ND, weight, targets_N):
     neg_inf = jnp.float32(-jnp.inf)
 
     def body(carry, xs):
-        run_max, run_sum, q, best, best_id, z_sum = carry
+        run_max, run_sum, q, best_id, z_sum = carry
         k, w_DC = xs
         ids_C = layout.entries(k)
         valid_C = ids_C < layout.vocab
@@ -198,16 +195,16 @@ def _forward(spec: _Spec, h_ND, weight, targets_N):
         run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(jnp.exp(z_valid - new_max[:, None]), axis=1)
         q = q + jnp.sum(jnp.where(ids_C[None, :] == targets_N[:, None], z, 0.0), axis=1)
         chunk_id = ids_C[jnp.argmax(z_valid, axis=1)]  # the first maximum within the chunk
-        wins = (chunk_max > best) | ((chunk_max == best) & (chunk_id < best_id))  # ties: the lowest id
-        best, best_id = jnp.where(wins, chunk_max, best), jnp.where(wins, chunk_id, best_id)
+        wins = (chunk_max > run_max) | ((chunk_max == run_max) & (chunk_id < best_id))  # ties: lowest id
+        best_id = jnp.where(wins, chunk_id, best_id)
         if spec.with_mean:
             z_sum = z_sum + jnp.sum(jnp.where(valid_C, z, 0.0), axis=1)
-        return (new_max, run_sum, q, best, best_id, z_sum), None
+        return (new_max, run_sum, q, best_id, z_sum), None
 
     zeros = jnp.zeros((n,), jnp.float32)
-    init = (jnp.full((n,), neg_inf), zeros, zeros, jnp.full((n,), neg_inf), jnp.zeros((n,), jnp.int32), zeros)
+    init = (jnp.full((n,), neg_inf), zeros, zeros, jnp.zeros((n,), jnp.int32), zeros)
     ks = jnp.arange(layout.chunks, dtype=jnp.int32)
-    (run_max, run_sum, q, _, best_id, z_sum), _ = jax.lax.scan(body, init, (ks, w_KDC))
+    (run_max, run_sum, q, best_id, z_sum), _ = jax.lax.scan(body, init, (ks, w_KDC))
     value = run_max + jnp.log(run_sum)
     correct = (best_id == targets_N).astype(jnp.float32)
     return (q, value, correct, z_sum / layout.vocab), (h_ND, w_KDC, targets_N, value)
@@ -251,9 +248,4 @@ def _chunked_stats_bwd(spec: _Spec, residuals, cotangents):
 _chunked_stats.defvjp(lambda spec, h, w, a: _forward(spec, h, w, a), _chunked_stats_bwd)
 
 
-def num_chunks(vocab: int, chunk: int) -> int:
-    """How many chunks `from_hidden` splits a vocabulary of `vocab` entries into."""
-    return ChunkLayout.of(vocab, chunk).chunks if chunk > 0 else 1
-
-
-__all__ = ["ChunkLayout", "TokenStats", "from_hidden", "from_logits", "num_chunks"]
+__all__ = ["ChunkLayout", "TokenStats", "from_hidden", "from_logits"]
