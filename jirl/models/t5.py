@@ -25,12 +25,12 @@ from jirl.models import layers
 from jirl.models.config import ModelConfig
 from jirl.models.transformer import (
     _ACTIVATIONS_BTD,
-    _ACTIVATIONS_BTV,
     _REMAT_POLICIES,
     _param,
     _project,
     causal_context,
     norm,
+    project_outputs,
 )
 
 
@@ -209,24 +209,11 @@ class EncoderDecoder(nnx.Module):
             return layers.OutputProjection(self.embed[...], vocab_axis=0)
         return layers.OutputProjection(self.unembed[...], vocab_axis=1)
 
-    def decode(
-        self,
-        tokens_BT: jax.Array,
-        encoded_BSD: jax.Array | None = None,
-        *,
-        encoder_segment_ids: jax.Array | None = None,
-        positions: jax.Array | None = None,
-        segment_ids: jax.Array | None = None,
-        cache: dict[str, Any] | None = None,
-    ):
-        """Decoder logits [B, T, V] given the encoder states (or a cache from `start_cache`)."""
-        out = self.decode_hidden(
-            tokens_BT, encoded_BSD, encoder_segment_ids=encoder_segment_ids, positions=positions,
-            segment_ids=segment_ids, cache=cache,
-        )  # fmt: skip
-        h_BTD, new_cache = (out, None) if cache is None else out
-        logits_BTV = layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
-        return logits_BTV if cache is None else (logits_BTV, new_cache)
+    def decode(self, tokens_BT: jax.Array, encoded_BSD: jax.Array | None = None, **kwargs: Any):
+        """Decoder logits [B, T, V] given the encoder states or, with cache=, a cache from `start_cache`
+        (then also the new cache); keyword arguments as `decode_hidden`."""
+        out = self.decode_hidden(tokens_BT, encoded_BSD, **kwargs)
+        return project_outputs(out, self.output_projection(), kwargs.get("cache") is not None)
 
     def decode_hidden(
         self,
@@ -288,22 +275,11 @@ class EncoderDecoder(nnx.Module):
             return x
         return x, dict(cache, k=new_kv[0], v=new_kv[1], segment_ids=ctx.kv_segments_BS, index=start + t)
 
-    def __call__(
-        self,
-        encoder_tokens_BS: jax.Array,
-        decoder_tokens_BT: jax.Array,
-        *,
-        encoder_positions: jax.Array | None = None,
-        encoder_segment_ids: jax.Array | None = None,
-        positions: jax.Array | None = None,
-        segment_ids: jax.Array | None = None,
-    ) -> jax.Array:
-        """logits_BTV of the decoder over `decoder_tokens` given `encoder_tokens` (teacher forcing)."""
-        h_BTD = self.hidden(
-            encoder_tokens_BS, decoder_tokens_BT, encoder_positions=encoder_positions,
-            encoder_segment_ids=encoder_segment_ids, positions=positions, segment_ids=segment_ids,
-        )  # fmt: skip
-        return layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
+    def __call__(self, encoder_tokens_BS: jax.Array, decoder_tokens_BT: jax.Array, **kwargs: Any):
+        """logits_BTV of the decoder over `decoder_tokens` given `encoder_tokens` (teacher forcing);
+        keyword arguments as `hidden`."""
+        h_BTD = self.hidden(encoder_tokens_BS, decoder_tokens_BT, **kwargs)
+        return project_outputs(h_BTD, self.output_projection(), cached=False)
 
     def hidden(
         self,

@@ -174,6 +174,13 @@ def init_cache(cfg: ModelConfig, batch_size: int, length: int) -> dict[str, jax.
     }
 
 
+def project_outputs(out: Any, projection: layers.OutputProjection, cached: bool):
+    """A `hidden` method's output (h_BTD, or (h_BTD, new cache) when `cached`) with h projected to logits."""
+    h_BTD, new_cache = out if cached else (out, None)
+    logits_BTV = layers.constrain(layers.project(h_BTD, projection), _ACTIVATIONS_BTV)
+    return (logits_BTV, new_cache) if cached else logits_BTV
+
+
 class CausalContext(NamedTuple):
     """What a (cached) causal self-attention step needs; see `causal_context`."""
 
@@ -232,18 +239,10 @@ class Transformer(nnx.Module):
                 rngs.params(), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), cfg.embed_dim**-0.5
             )
 
-    def __call__(
-        self,
-        tokens_BT: jax.Array,
-        *,
-        positions: jax.Array | None = None,
-        segment_ids: jax.Array | None = None,
-        cache: dict[str, Any] | None = None,
-    ):
-        out = self.hidden(tokens_BT, positions=positions, segment_ids=segment_ids, cache=cache)
-        h_BTD, new_cache = (out, None) if cache is None else out
-        logits_BTV = layers.constrain(layers.project(h_BTD, self.output_projection()), _ACTIVATIONS_BTV)
-        return logits_BTV if cache is None else (logits_BTV, new_cache)
+    def __call__(self, tokens_BT: jax.Array, **kwargs: Any):
+        """logits_BTV (keyword arguments as `hidden`); with cache=, (logits_BTV, the new cache)."""
+        cached = kwargs.get("cache") is not None
+        return project_outputs(self.hidden(tokens_BT, **kwargs), self.output_projection(), cached)
 
     def output_projection(self) -> layers.OutputProjection:
         """The output layer: the unembedding [D, V] or the tied embedding table [V, D]; Gemma 2's soft-cap."""
