@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from jirl import forward, losses, models
-from jirl.models import layers
 
 
 def _batch(rng, vocab, encoder_decoder, b=3, t=10):
@@ -64,12 +63,19 @@ def test_chunked_equals_full_logits_through_the_model(preset, overrides):
 
 
 def test_the_output_layer_gives_the_models_logits():
-    """layers.project(model.hidden(...), model.output_projection()) is exactly model(...)."""
-    for cfg in (models.get_config("tiny", tie_embeddings=True, final_softcap=5.0), models.get_config("tiny")):
-        model = models.create(cfg)
-        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 6))
-        logits = layers.project(model.hidden(tokens), model.output_projection())
-        np.testing.assert_array_equal(logits, model(tokens))
+    """model(...) = softcap(hidden W) written out from the parameters: W = unembed, or the tied table's
+    transpose; Gemma 2's soft-cap c tanh(z / c)."""
+    tokens = np.random.default_rng(0).integers(0, 259, (2, 6))
+    for tied, cap in ((True, 5.0), (False, 0.0)):
+        model = models.create(models.get_config("tiny", tie_embeddings=tied, final_softcap=cap))
+        h = np.asarray(model.hidden(tokens), np.float64)
+        w = np.asarray(model.embed[...]).T if tied else np.asarray(model.unembed[...])
+        expected = h @ w
+        if cap:
+            expected = cap * np.tanh(expected / cap)
+        np.testing.assert_allclose(model(tokens), expected, rtol=1e-5, atol=1e-5)
+        out = model.output_projection()
+        assert (out.vocab_axis, out.softcap) == ((0, cap) if tied else (1, cap))
 
 
 def test_head_options_are_checked_by_name():
