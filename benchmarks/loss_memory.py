@@ -30,7 +30,8 @@ from flax import nnx
 
 from jirl import forward, losses, models
 from jirl.experiment import load_config
-from jirl.train import create_train_state, make_optimizer, make_train_step
+from jirl.optimizer import make_optimizer
+from jirl.train import create_train_state, make_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1024**3

@@ -24,7 +24,8 @@ import numpy as np
 
 from jirl import forward, losses, models
 from jirl.experiment import load_config
-from jirl.train import create_train_state, make_optimizer, make_train_step
+from jirl.optimizer import make_optimizer
+from jirl.train import create_train_state, make_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 
+from jirl.errors import ConfigError
+
 ENABLED_VALUES = {"auto": None, "true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 
 
@@ -23,7 +25,7 @@ def _enabled(value: Any) -> bool | None:
         return value
     key = str(value).strip().lower()
     if key not in ENABLED_VALUES:
-        raise ValueError(f"distributed.enabled={value!r} is not accepted; use auto, true or false.")
+        raise ConfigError(f"distributed.enabled={value!r} is not accepted; use auto, true or false.")
     return ENABLED_VALUES[key]
 
 
@@ -53,7 +55,7 @@ def initialize(cfg: Mapping[str, Any] | None) -> bool:
     num_processes = int(cfg.get("num_processes") or 0)
     process_id = int(cfg.get("process_id", -1))
     if num_processes and not 0 <= process_id < num_processes:
-        raise ValueError(
+        raise ConfigError(
             f"distributed.process_id={process_id} must be in [0, {num_processes}) "
             f"for distributed.num_processes={num_processes}."
         )

@@ -1,7 +1,11 @@
-"""Experiment files: the blocks they share, and loading one (`experiments/NAME.py` with `get_config(arg)`).
+"""Experiments: the config file (`experiments/NAME.py` with `get_config(arg)`) and the run it describes.
 
 An experiment file builds its config from `base_config(task, objective)` and changes what its task
 needs; the objective is always the `loss` block, one of `OBJECTIVES`, so swapping it is one word.
+
+`build(config)` turns a config into a `Run`: the typed objects every command works from (task,
+tokenizer, model config, objective, head options, online sampling, optimizer, mesh and rules),
+each checked once, here. `jirl train`, `eval`, `plan` and `export` all start from it.
 """
 
 from __future__ import annotations
@@ -11,24 +15,52 @@ import importlib.util
 import os
 from typing import Any
 
+import jax
+import optax
 from ml_collections import ConfigDict
 
+from jirl import data, distributed, losses, models, sharding
+from jirl.errors import ConfigError
 from jirl.forward import HeadOptions
+from jirl.optimizer import make_optimizer
 
-# Online IQLearn (alpha > 0) samples one response per training example with the current params,
-# every `sample_every` steps, at `sample_temperature`, up to `sample_max_tokens` new tokens.
-_SAMPLING = dict(sample_every=1, sample_temperature=1.0, sample_max_tokens=96)
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSampling:
+    """The `online` block: online IQLearn's policy samples, one response per training example drawn
+    with the current parameters every `sample_every` steps, at `temperature`, up to `max_new_tokens`."""
+
+    sample_every: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+
+    def __post_init__(self):
+        for key in ("sample_every", "max_new_tokens"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"online.{key}={value!r} is not accepted; give an integer >= 1.")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
+        if self.temperature < 0:
+            raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
+
+
+# Keys that moved out of the `loss` block (the objective) into the `online` block (the sampler).
+MOVED_KEYS = {
+    "loss.sample_every": "online.sample_every",
+    "loss.sample_temperature": "online.temperature",
+    "loss.sample_max_tokens": "online.max_new_tokens",
+}
+
 # Every objective reads the logits through the head stage (jirl.forward): vocab_chunk = 0 takes full
 # logits, N > 0 chunks of about N vocabulary entries from the hidden states (never [B, T, V]), for at
 # most response_budget x T response positions per row when every row of a batch fits.
 _HEAD = dataclasses.asdict(HeadOptions())
 OBJECTIVES = {
     "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0, **_HEAD),
-    "iqlearn": dict(
-        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_SAMPLING, **_HEAD
-    ),
+    "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_HEAD),
     "iqlearn_online": dict(
-        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_SAMPLING, **_HEAD
+        name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_HEAD
     ),
 }
 
@@ -36,7 +68,7 @@ OBJECTIVES = {
 def objective_block(objective: str) -> ConfigDict:
     """The `loss` block of `objective` (mle | iqlearn)."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective '{objective}'; accepted: {sorted(OBJECTIVES)}.")
+        raise ConfigError(f"unknown objective '{objective}'; accepted: {sorted(OBJECTIVES)}.")
     return ConfigDict(OBJECTIVES[objective])
 
 
@@ -79,6 +111,9 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
         dict(enabled="auto", coordinator_address="", num_processes=0, process_id=-1, timeout_s=600)
     )
     config.loss = objective_block(objective)
+    # Online IQLearn (loss.alpha > 0) samples one response per training example with the current
+    # params every `sample_every` steps, at `temperature`, up to `max_new_tokens` new tokens.
+    config.online = ConfigDict(dataclasses.asdict(OnlineSampling()))
     config.eval = ConfigDict(
         dict(
             split="validation",
@@ -97,8 +132,176 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
 def load_config(path: str, *args: str) -> ConfigDict:
     """`get_config(*args)` of the experiment file at `path` (as `--config path:arg` does)."""
     if not os.path.isfile(path):
-        raise ValueError(f"experiment file '{path}' does not exist.")
+        raise ConfigError(f"experiment file '{path}' does not exist.")
     spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(*args)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+    """Everything a command needs from a config, built and checked once by `build`."""
+
+    config: ConfigDict
+    task: Any  # a jirl.data task
+    data_dir: str
+    tokenizer: data.Tokenizer | None  # None when built with tokenize=False (planning)
+    model: models.ModelConfig
+    objective: losses.Objective
+    head: HeadOptions
+    online: OnlineSampling | None  # None: the objective is offline
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: jax.sharding.Mesh
+    rules: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch: split over processes, then over the data/fsdp mesh axes."""
+        return int(self.config.train.batch_size)
+
+    @property
+    def local_batch_size(self) -> int:
+        """This process's rows of the global batch."""
+        return self.batch_size // jax.process_count()
+
+    @property
+    def microbatches(self) -> int:
+        return int(self.config.train.get("microbatches", 1))
+
+    @property
+    def eval_split(self) -> str:
+        return self.config.eval.get("split", "validation")
+
+
+def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models.ModelConfig:
+    """The model of `config.model`; `vocab_size=-1` takes the tokenizer's vocabulary size.
+
+    With `model.init_from` (a Hugging Face checkpoint folder) the shape comes from its config.json;
+    the other `model` keys (dtype, remat, scan_layers, ...) still apply, `preset` is not used.
+    """
+    overrides = {k: v for k, v in config.model.items() if k not in ("preset", "init_from")}
+    init_from = config.model.get("init_from") or ""
+    if init_from:
+        from jirl.models import hf
+
+        shape_keys = set(models.PRESETS[config.model.preset])  # the checkpoint decides these
+        compute = {k: v for k, v in overrides.items() if k not in shape_keys}
+        return hf.config_from_hf(hf.read_config(os.path.expanduser(init_from)), **compute)
+    if overrides.get("vocab_size") == -1 and tokenizer_vocab_size is not None:
+        overrides["vocab_size"] = tokenizer_vocab_size
+    return models.get_config(config.model.preset, **overrides)
+
+
+def make_objective(config: Any) -> losses.Objective:
+    """The `loss` block's objective with its options bound (the head keys are not its options)."""
+    opts = {k: v for k, v in config.loss.items() if k not in HeadOptions.keys()}
+    return losses.get(opts.pop("name"), **opts)
+
+
+def head_options(config: Any) -> HeadOptions:
+    """How the objective's statistics are computed: `loss.vocab_chunk` and `loss.response_budget`."""
+    return HeadOptions.from_config(config.loss)
+
+
+def online_sampling(config: Any, objective: losses.Objective) -> OnlineSampling | None:
+    """The `online` block when the objective reads a policy stream (loss.alpha > 0); else None."""
+    if not objective.needs_policy:
+        return None
+    return OnlineSampling(**dict(config.get("online") or {}))
+
+
+def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
+    """(mesh, logical-axis rules) of the `mesh` block: data / fsdp / tensor sizes (-1 = the rest), rules."""
+    block = dict(config.get("mesh") or {})
+    rules = sharding.make_rules(dict(block.pop("rules", None) or {}) or None)
+    return sharding.make_mesh(block, devices), rules
+
+
+def run_tokenizer(config: Any, task: Any, data_dir: str) -> data.Tokenizer:
+    """The `tokenizer` block's tokenizer; kind 'hf' without a path reads the `model.init_from` folder's."""
+    cfg = dict(config.get("tokenizer") or {})
+    if cfg.get("kind") == "hf" and not cfg.get("path") and config.model.get("init_from"):
+        cfg["path"] = os.path.expanduser(config.model.init_from)
+    return data.make_tokenizer(cfg, task, data_dir, config.task.config)
+
+
+def check_moved_keys(config: Any) -> None:
+    """Refuses keys that moved to another block, naming where they went."""
+    for old, new in MOVED_KEYS.items():
+        block, key = old.split(".")
+        if key in (config.get(block) or {}):
+            raise ConfigError(f"{old} has moved to {new}; set it there.")
+
+
+def build(
+    config: Any, *, devices: list[Any] | None = None, prepare: bool = False, tokenize: bool = True
+) -> Run:
+    """The `Run` of `config`, every block checked; a bad config fails before any data or device work.
+
+    devices: the mesh's devices (default: every device, after joining the distributed runtime when
+    the `distributed` block asks). prepare: write the task's dataset when it is missing (training).
+    tokenize: build the tokenizer (it reads prepared data); without it `model.vocab_size` must be given.
+    """
+    check_moved_keys(config)
+    model_config(config)  # a bad model config fails before any data work
+    objective = make_objective(config)
+    head = head_options(config)
+    online = online_sampling(config, objective)
+    tx, schedule = make_optimizer(config.train)
+    _check_train_block(config)
+    if devices is None:
+        distributed.initialize(config.get("distributed"))
+    mesh, rules = make_mesh(config, devices)
+    microbatches = int(config.train.get("microbatches", 1))
+    sharding.check_batch_size(int(config.train.batch_size), mesh, rules, microbatches)
+    _check_processes(config, online, microbatches)
+    task = data.get_task(config.task.name)
+    data_dir = os.path.expanduser(config.task.data_dir)
+    eval_split = config.eval.get("split", "validation")
+    if eval_split not in task.splits:
+        raise ConfigError(
+            f"eval.split='{eval_split}' is not a split of task '{task.name}'; it has {list(task.splits)}."
+        )
+    if prepare:
+        fields = {
+            k: config.task[k]
+            for k in ("prompt_field", "response_field", "reference_field")
+            if k in config.task
+        }
+        task.prepare(data_dir, config.task.config, config.task.get("source") or None, **fields)
+    tokenizer = run_tokenizer(config, task, data_dir) if tokenize else None
+    model = model_config(config, tokenizer.vocab_size if tokenizer else None)
+    if tokenizer is not None:
+        data.check_vocab(tokenizer, model.vocab_size)
+    if config.task.seq_len > model.max_len:
+        raise ConfigError(f"task.seq_len={config.task.seq_len} exceeds the model's max_len={model.max_len}.")
+    return Run(config, task, data_dir, tokenizer, model, objective, head, online, tx, schedule, mesh, rules)
+
+
+def _check_train_block(config: Any) -> None:
+    if int(config.train.steps) < 1 or int(config.train.log_every) < 1:
+        raise ConfigError(
+            f"train.steps={config.train.steps} and train.log_every={config.train.log_every} "
+            "must both be at least 1."
+        )
+
+
+def _check_processes(config: Any, online: OnlineSampling | None, microbatches: int) -> None:
+    """What this process count and the online sampler allow."""
+    count = jax.process_count()
+    if int(config.train.batch_size) % count:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} is not divisible by the {count} processes; "
+            "each process reads an equal share of the global batch."
+        )
+    if online is None:
+        return
+    if count > 1:
+        raise ConfigError("online IQLearn (loss.alpha > 0) runs on one process for now; use loss.alpha=0.")
+    if microbatches > 1:
+        raise ConfigError(
+            "online IQLearn (loss.alpha > 0) does not combine with train.microbatches > 1 yet; "
+            "set one of them off."
+        )

@@ -20,6 +20,7 @@ import jax
 from flax import nnx
 
 from jirl import losses, models
+from jirl.errors import ConfigError
 
 # Chunks of about this many vocabulary entries unless `loss.vocab_chunk` says otherwise: a byte
 # vocabulary (259) is one chunk, 32k eight, Llama 3's 128k thirty-two, Gemma's 256k sixty-three; the
@@ -40,12 +41,12 @@ class HeadOptions:
     def __post_init__(self):
         chunk, budget = self.vocab_chunk, self.response_budget
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.vocab_chunk={chunk!r} is not accepted; give an integer >= 0: 0 for full logits, "
                 "N for chunks of about N vocabulary entries."
             )
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.response_budget={budget!r} is not accepted; give a number in (0, 1]: the share of "
                 "each row whose statistics are gathered from its response tokens (1: every position)."
             )

@@ -14,6 +14,8 @@ import os
 import re
 from typing import Any
 
+from jirl.errors import ConfigError
+
 GIB = 1024**3
 # HBM per chip, GiB (public TPU specifications).
 HBM_GIB_PER_CHIP = {"v2": 16, "v3": 32, "v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
@@ -64,14 +66,14 @@ def parse_topology(name: str) -> Topology:
         generation, count = ALIASES.get(m[1], m[1]), int(m[2])
         chips = count if generation in COUNTS_CHIPS else count // 2
         if chips < 1 or chips & (chips - 1):
-            raise ValueError(
+            raise ConfigError(
                 f"topology '{name}' has {chips} chips; slices have a power of two. Give {TOPOLOGY_HELP}."
             )
         grid = _grid(chips, 2 if generation in ("v2", "v3", "v5e", "v6e") else 3)
     else:
-        raise ValueError(f"unknown topology '{name}'; give {TOPOLOGY_HELP}.")
+        raise ConfigError(f"unknown topology '{name}'; give {TOPOLOGY_HELP}.")
     if generation not in HBM_GIB_PER_CHIP:
-        raise ValueError(
+        raise ConfigError(
             f"unknown TPU generation '{generation}' in topology '{name}'; "
             f"accepted: {sorted(HBM_GIB_PER_CHIP)}."
         )
@@ -90,7 +92,7 @@ def tpu_devices(topology: Topology) -> tuple[list[Any], float]:
         desc = topologies.get_topology_desc(topology.name, "tpu")
     except Exception as e:  # noqa: BLE001 - libtpu missing, or the grid is not a slice shape
         message = " ".join(str(e).split())[:240]
-        raise ValueError(
+        raise ConfigError(
             f"cannot compile for TPU topology '{topology.name}' ({message}); the TPU compiler comes with "
             'the tpu extra (pip install "jirl[tpu]") and the grid must be a real slice shape.'
         ) from None
@@ -115,35 +117,19 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     """Compiles `config`'s train step for `devices` and returns the per-device memory plan (bytes)."""
     import jax
 
-    from jirl import sharding
-    from jirl.train.loop import head_options, loss_function, make_mesh, model_config
-    from jirl.train.optimizer import make_optimizer
-    from jirl.train.step import make_train_step, sharded_state_target
+    from jirl import experiment, sharding
+    from jirl.train.state import sharded_state_target
+    from jirl.train.step import run_train_step
 
-    cfg_model = model_config(config)
-    if cfg_model.vocab_size < 1:
-        raise ValueError("model.vocab_size=-1 (the tokenizer's) cannot be planned; give the vocabulary size.")
-    if config.task.seq_len > cfg_model.max_len:
-        raise ValueError(
-            f"task.seq_len={config.task.seq_len} exceeds the model's max_len={cfg_model.max_len}."
+    if experiment.model_config(config).vocab_size < 1:
+        raise ConfigError(
+            "model.vocab_size=-1 (the tokenizer's) cannot be planned; give the vocabulary size."
         )
-    mesh, rules = make_mesh(config, devices)
-    batch_size, seq_len = int(config.train.batch_size), int(config.task.seq_len)
-    microbatches = int(config.train.get("microbatches", 1))
-    sharding.check_batch_size(batch_size, mesh, rules, microbatches)
-    tx, schedule = make_optimizer(config.train)
-    graphdef, target, shardings = sharded_state_target(cfg_model, tx, mesh, rules)
-    step = make_train_step(
-        graphdef,
-        loss_function(config),
-        tx,
-        schedule,
-        head=head_options(config),
-        microbatches=microbatches,
-        mesh=mesh,
-        state_shardings=shardings,
-        rules=rules,
-    )
+    run = experiment.build(config, devices=devices, tokenize=False)
+    cfg_model, mesh, rules = run.model, run.mesh, run.rules
+    batch_size, seq_len, microbatches = run.batch_size, int(config.task.seq_len), run.microbatches
+    graphdef, target, shardings = sharded_state_target(cfg_model, run.tx, mesh, rules)
+    step = run_train_step(run, graphdef, shardings)
     spec = jax.ShapeDtypeStruct((batch_size, seq_len), "int32", sharding=sharding.batch_sharding(mesh, rules))
     batch = {k: spec for k in ("inputs", "targets", "segment_ids", "positions")}
     batch["loss_mask"] = jax.ShapeDtypeStruct((batch_size, seq_len), "float32", sharding=spec.sharding)
@@ -155,8 +141,8 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         mesh=dict(mesh.shape),
         model=config.model.preset,
         num_params=cfg_model.num_params(),
-        loss=config.loss.name,
-        vocab_chunk=head_options(config).vocab_chunk,
+        loss=config.loss.name + (" online" if run.online is not None else ""),
+        vocab_chunk=run.head.vocab_chunk,
         batch=batch_size,
         seq_len=seq_len,
         microbatches=microbatches,
@@ -165,7 +151,8 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         optimizer_bytes=_bytes_per_device(target.opt_state),
     )
     try:
-        memory = compile_step(step, target, batch).memory_analysis()
+        policy = batch if run.online is not None else None  # online: a policy batch of the same shape
+        memory = compile_step(step, target, batch, policy).memory_analysis()
     except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a step whose buffers exceed HBM
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -188,9 +175,9 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     return out
 
 
-def compile_step(step: Any, state: Any, batch: Any) -> Any:
-    """The train step compiled for abstract (sharded) state and batch."""
-    return step.lower(state, batch).compile()
+def compile_step(step: Any, state: Any, batch: Any, policy: Any = None) -> Any:
+    """The train step compiled for abstract (sharded) state, expert batch and (online) policy batch."""
+    return step.lower(state, batch, policy).compile()
 
 
 def human(num_bytes: float) -> str:

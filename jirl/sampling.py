@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jirl import models
+from jirl.errors import ConfigError
 from jirl.models import layers
 
 
@@ -44,7 +45,7 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
     """[B, length] int32 prompts right-aligned, and their lengths [B]."""
     lengths = np.array([len(p) for p in prompts], np.int32)
     if lengths.min(initial=1) < 1 or lengths.max(initial=0) > length:
-        raise ValueError(f"prompt lengths must lie in [1, {length}], got {lengths.min()}..{lengths.max()}.")
+        raise ConfigError(f"prompt lengths must lie in [1, {length}], got {lengths.min()}..{lengths.max()}.")
     block = np.full((len(prompts), length), pad_id, np.int32)
     for row, prompt in enumerate(prompts):
         block[row, length - len(prompt) :] = prompt
@@ -186,15 +187,15 @@ def _check_options(
     max_new_tokens: int, temperature: float, top_k: int, top_p: float, batch_size: int
 ) -> None:
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
     if not temperature >= 0:
-        raise ValueError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
+        raise ConfigError(f"temperature={temperature!r} must be >= 0 (0 is greedy).")
     if not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 turns top-k off).")
+        raise ConfigError(f"top_k={top_k!r} must be an integer >= 0 (0 turns top-k off).")
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 turns top-p off).")
+        raise ConfigError(f"top_p={top_p!r} must be in (0, 1] (1 turns top-p off).")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
 
 
 def generate_with_logprobs(
@@ -230,13 +231,13 @@ def generate_with_logprobs(
         length = -(-longest // bucket) * bucket
         if config.is_encoder_decoder:  # the prompt goes to the encoder, the new tokens to the decoder
             if max(longest, max_new_tokens) > max_len:
-                raise ValueError(
+                raise ConfigError(
                     f"a prompt of {longest} tokens or {max_new_tokens} new tokens exceeds "
                     f"the model's maximum length {max_len}."
                 )
             length = min(length, max_len)
         elif longest + max_new_tokens > max_len:
-            raise ValueError(
+            raise ConfigError(
                 f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds "
                 f"the model's maximum length {max_len}."
             )

@@ -23,6 +23,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jirl.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 DATA_AXES = ("data", "fsdp")  # the batch dimension is split over both
 
@@ -52,22 +54,22 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
     """A ("data", "fsdp", "tensor") mesh with Auto axis types; one size may be -1 (the remaining devices)."""
     unknown = sorted(set(mesh_cfg) - set(MESH_AXES))
     if unknown:
-        raise ValueError(f"mesh has no axis/axes {unknown}; accepted axes: {list(MESH_AXES)}.")
+        raise ConfigError(f"mesh has no axis/axes {unknown}; accepted axes: {list(MESH_AXES)}.")
     devices = list(jax.devices() if devices is None else devices)
     sizes = [int(mesh_cfg.get(name, 1)) for name in MESH_AXES]
     shape = " x ".join(f"{name}={size}" for name, size in zip(MESH_AXES, sizes))
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh {shape} is invalid; sizes must be positive, with at most one -1 (the rest).")
+        raise ConfigError(f"mesh {shape} is invalid; sizes must be positive, with at most one -1 (the rest).")
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
         if len(devices) % known:
-            raise ValueError(
+            raise ConfigError(
                 f"mesh {shape} cannot take the rest of {len(devices)} devices, as {known} does not divide "
                 f"{len(devices)}; sizes must multiply to the device count (-1 takes the rest)."
             )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(
+        raise ConfigError(
             f"mesh {shape} = {math.prod(sizes)} devices, but {len(devices)} are available; "
             "sizes must multiply to the device count (-1 takes the rest)."
         )
@@ -92,7 +94,7 @@ def make_rules(overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] | None =
             value = tuple(axes)
         for axis in (value,) if isinstance(value, str) else value or ():
             if axis not in MESH_AXES:
-                raise ValueError(
+                raise ConfigError(
                     f"mesh.rules maps '{name}' to unknown mesh axis {axis!r}; accepted: "
                     f"{list(MESH_AXES)} (a name, a list of names, or None)."
                 )
@@ -123,7 +125,7 @@ def logical_to_spec(
             spec.append(None)
             continue
         if name not in rules:
-            raise ValueError(
+            raise ConfigError(
                 f"logical axis '{name}' has no sharding rule; known names: {sorted(rules)} "
                 "(add it to mesh.rules)."
             )
@@ -211,21 +213,20 @@ def check_batch_size(batch_size: int, mesh: Mesh, rules: Rules | None = None, mi
     """The global batch (and each microbatch) must split evenly over the data-parallel devices."""
     dp = data_parallel_size(mesh, rules)
     if microbatches < 1 or batch_size % microbatches:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size={batch_size} is not divisible by train.microbatches={microbatches}; "
             "microbatches must be a positive divisor of the batch size."
         )
     if (batch_size // microbatches) % dp:
         per = "" if microbatches == 1 else f" / train.microbatches={microbatches}"
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size={batch_size}{per} is not divisible by the data-parallel size "
             f"data*fsdp={dp}; it must be a multiple of {dp * microbatches}."
         )
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh, rules: Rules | None = None) -> dict[str, jax.Array]:
-    """Global arrays from this process's rows of the batch (all rows on a single host); nested dicts
-    (an online batch's "policy") alike."""
+    """Global arrays from this process's rows of the batch (all rows on a single host)."""
     sharding = batch_sharding(mesh, rules)
     return jax.tree.map(
         lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), dict(batch)

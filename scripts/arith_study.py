@@ -30,7 +30,7 @@ VARIANTS = {  # name -> (objective, extra overrides)
     "IQLearn lam=1.0": ("iqlearn", ["--config.loss.lam=1.0"]),
     "online IQLearn alpha=0.1": (
         "iqlearn_online",
-        ["--config.loss.alpha=0.1", "--config.loss.sample_every=4"],
+        ["--config.loss.alpha=0.1", "--config.online.sample_every=4"],
     ),
 }
 TEMPERATURES = (0.5, 1.0)

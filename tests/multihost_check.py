@@ -16,8 +16,9 @@ import numpy as np  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
 from jirl import distributed, losses, models, sharding  # noqa: E402
-from jirl.train.optimizer import make_optimizer  # noqa: E402
-from jirl.train.step import create_sharded_train_state, make_train_step  # noqa: E402
+from jirl.optimizer import make_optimizer  # noqa: E402
+from jirl.train.state import create_sharded_train_state  # noqa: E402
+from jirl.train.step import make_train_step  # noqa: E402
 
 BATCH, LENGTH, STEPS = 4, 32, 3
 

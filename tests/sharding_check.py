@@ -29,8 +29,9 @@ from configs import load_arith  # noqa: E402
 
 from jirl import losses, models, sharding  # noqa: E402
 from jirl.forward import HeadOptions  # noqa: E402
-from jirl.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
-from jirl.train.step import create_sharded_train_state, sharded_state_target  # noqa: E402
+from jirl.optimizer import make_optimizer  # noqa: E402
+from jirl.train import create_train_state, make_train_step  # noqa: E402
+from jirl.train.state import create_sharded_train_state, sharded_state_target  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6
 # T5's encoder gets small gradients (it reaches the loss through cross-attention only), and Adam's

@@ -79,6 +79,21 @@ def test_plan_on_8_cpu_devices_splits_state_eight_ways():
     assert "hbm_bytes" not in report  # a CPU has no HBM to check against unless --hbm_gib is given
 
 
+def test_online_iqlearn_is_planned_with_its_policy_batch():
+    """The online step reads an expert and a policy batch of one shape: more temporaries than offline."""
+    reports = {}
+    for objective in ("iqlearn", "iqlearn_online"):
+        args = [a.replace(":iqlearn", f":{objective}") for a in TINY]
+        result = _plan(*args, "--devices=2", "--config.train.batch_size=4")
+        assert result.returncode == 0, result.stderr
+        reports[objective] = _json(result.stdout)
+    offline, online = reports["iqlearn"], reports["iqlearn_online"]
+    assert (offline["loss"], online["loss"]) == ("iqlearn", "iqlearn online")
+    assert online["params_bytes"] == offline["params_bytes"]
+    assert online["arguments_bytes"] > offline["arguments_bytes"]  # the policy batch
+    assert online["temporary_bytes"] > offline["temporary_bytes"]
+
+
 def test_plan_for_a_tpu_slice_ahead_of_time():
     result = _plan(*TINY, "--topology=v5e:2x2", "--config.train.batch_size=8")
     assert result.returncode == 0, result.stderr

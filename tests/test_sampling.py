@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jirl import models, sampling, sharding
-from jirl.train.step import create_sharded_train_state
+from jirl.train.state import create_sharded_train_state
 
 
 def test_greedy_decoding_matches_full_forward_argmax_for_ragged_prompts():
@@ -209,7 +209,7 @@ import warnings
 warnings.simplefilter("ignore")
 import jax, numpy as np, optax
 from jirl import models, sampling, sharding
-from jirl.train.step import create_sharded_train_state
+from jirl.train.state import create_sharded_train_state
 
 prompts = %r
 cfg = models.get_config("tiny")

@@ -1,5 +1,6 @@
 """Tokenizers, tasks (generated and local), TFDS builders and the grain input pipeline."""
 
+from jirl.data.answers import answer_accuracy, extract_answer
 from jirl.data.arith import Problem, check_rationale, make_problem
 from jirl.data.pipeline import (
     eval_prompts,
@@ -9,7 +10,8 @@ from jirl.data.pipeline import (
     tokenize_seq2seq_example,
     truncate,
 )
-from jirl.data.tasks import Task, get_task, task_names
+from jirl.data.registry import get_task, task_names
+from jirl.data.tasks import Task
 from jirl.data.tokenizer import (
     ByteTokenizer,
     HFTokenizer,
@@ -28,9 +30,11 @@ __all__ = [
     "SentencePieceTokenizer",
     "Task",
     "Tokenizer",
+    "answer_accuracy",
     "check_rationale",
     "check_vocab",
     "eval_prompts",
+    "extract_answer",
     "get_task",
     "get_tokenizer",
     "make_batches",

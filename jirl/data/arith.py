@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jirl.evaluation.answers import extract_answer
+from jirl.data.answers import extract_answer
 
 # A term is (kind, sign, a, b): kind "n" is the number a (b = 0), kind "p" the
 # product a * b with a <= b; sign is +1 (a gain) or -1 (a loss).

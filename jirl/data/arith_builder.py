@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jirl.data import arith
+from jirl.errors import ConfigError
 
 # Generated first to last; a later split skips questions already taken.
 SPLIT_SEEDS = {"test": 1_000_003, "validation": 2_000_003, "train": 3_000_003}
@@ -76,4 +77,4 @@ def generate_split(split_sizes: dict[str, int], split: str) -> list[tuple[str, s
             examples.append((problem.question, problem.sample_rationale(rng)))
         if name == split:
             return examples
-    raise ValueError(f"Unknown split {split!r}; accepted splits are {list(SPLIT_SEEDS)}.")
+    raise ConfigError(f"Unknown split {split!r}; accepted splits are {list(SPLIT_SEEDS)}.")

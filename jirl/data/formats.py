@@ -23,6 +23,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from jirl.errors import ConfigError
+
 # Names a split's file may have, by split.
 SPLIT_FILE_NAMES = {
     "train": ("train",),
@@ -59,11 +61,11 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(
+                raise ConfigError(
                     f"{path}:{number} is not valid JSON ({e.msg}); each line must be one object."
                 ) from None
             if not isinstance(row, dict):
-                raise ValueError(
+                raise ConfigError(
                     f"{path}:{number} is a JSON {type(row).__name__}; each line must be an object."
                 )
             yield number, row
@@ -75,12 +77,14 @@ def field(row: Mapping[str, Any], name: str, where: str, fmt: str) -> str:
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             hint = " (name the fields with --prompt_field / --response_field)" if fmt == "jsonl" else ""
-            raise ValueError(
+            raise ConfigError(
                 f"{where} has no field '{name}' (it has {sorted(row)}); the {fmt} format needs it{hint}."
             )
         value = value[part]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"{where} field '{name}' is a {type(value).__name__}; text or a number is accepted.")
+        raise ConfigError(
+            f"{where} field '{name}' is a {type(value).__name__}; text or a number is accepted."
+        )
     return str(value)
 
 
@@ -104,7 +108,7 @@ def split_files(source: str, suffix: str, splits: Sequence[str]) -> dict[str, st
 
 def _require_folder(source: str, fmt: str, expected: str) -> None:
     if not os.path.isdir(source):
-        raise ValueError(
+        raise ConfigError(
             f"--source '{source}' is not a folder; the {fmt} format expects a folder with {expected}."
         )
 
@@ -114,7 +118,7 @@ def _jsonl_splits(source: str, fields: Mapping[str, str], fmt: str, splits: Sequ
     files = split_files(source, ".jsonl", splits)
     if not files:
         names = [n + ".jsonl" for s in splits for n in SPLIT_FILE_NAMES.get(s, (s,))]
-        raise ValueError(f"no split file in '{source}'; the {fmt} format expects some of {names}.")
+        raise ConfigError(f"no split file in '{source}'; the {fmt} format expects some of {names}.")
     return {split: _Lazy(jsonl_records, path, fields, fmt) for split, path in files.items()}
 
 
@@ -157,7 +161,7 @@ def xsum(source: str) -> Records:
         try:
             ids = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{split_file} is not valid JSON ({e.msg}).") from None
+            raise ConfigError(f"{split_file} is not valid JSON ({e.msg}).") from None
     folder = source
     if os.path.isdir(os.path.join(source, "xsum-extracts-from-downloads")):
         folder = os.path.join(source, "xsum-extracts-from-downloads")
@@ -170,14 +174,14 @@ def _xsum_keys(ids: Mapping[str, Any], split_file: str) -> list[tuple[str, str]]
     ]
     missing = [key for _, key in keys if key not in ids]
     if missing:
-        raise ValueError(f"{split_file} has no {missing} list; it needs train, validation and test.")
+        raise ConfigError(f"{split_file} has no {missing} list; it needs train, validation and test.")
     return keys
 
 
 def _xsum_extracts(folder: str, ids: Sequence[str]) -> Iterator[dict[str, str]]:
     missing = [i for i in ids if not os.path.isfile(os.path.join(folder, f"{i}.data"))]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{len(missing)} of {len(ids)} articles listed in the split file have no ID.data file in "
             f"'{folder}' (first: {missing[0]}.data)."
         )
@@ -196,7 +200,7 @@ def parse_xsum_extract(path: str) -> dict[str, str]:
         sections[name.strip()] = body.strip()
     missing = [s for s in ("INTRODUCTION", "RESTBODY") if s not in sections]
     if missing:
-        raise ValueError(f"{path} has no [XSUM]{missing[0]}[XSUM] section; it is not an XSum extract.")
+        raise ConfigError(f"{path} has no [XSUM]{missing[0]}[XSUM] section; it is not an XSum extract.")
     return {"document": sections["RESTBODY"], "summary": sections["INTRODUCTION"]}
 
 
@@ -209,7 +213,7 @@ def wmt(source: str, source_lang: str, target_lang: str) -> Records:
     if sources or targets:
         unpaired = sorted(set(sources) ^ set(targets))
         if unpaired:
-            raise ValueError(
+            raise ConfigError(
                 f"split {unpaired[0]} in '{source}' has a .{source_lang} or a .{target_lang} file, "
                 "but not both."
             )
@@ -222,13 +226,13 @@ def _parallel_lines(source_path: str, target_path: str) -> Iterator[dict[str, st
     with open(source_path, encoding="utf-8") as src, open(target_path, encoding="utf-8") as tgt:
         src_lines, tgt_lines = src.read().splitlines(), tgt.read().splitlines()
     if len(src_lines) != len(tgt_lines):
-        raise ValueError(
+        raise ConfigError(
             f"{source_path} has {len(src_lines)} lines but {target_path} has {len(tgt_lines)}; "
             "parallel files must have one sentence per line, line for line."
         )
     for number, (s, t) in enumerate(zip(src_lines, tgt_lines), start=1):
         if not s.strip() or not t.strip():
-            raise ValueError(
+            raise ConfigError(
                 f"{source_path}:{number} or {target_path}:{number} is blank; every pair needs text."
             )
         yield {"source": s.strip(), "target": t.strip()}

@@ -1,6 +1,6 @@
 """Grain input pipeline: slice, shuffle, tokenize, truncate, pack or pad, batch.
 
-Each batch is a dict of [B, T] numpy arrays in the layout of DESIGN.md: inputs,
+Each batch is a dict of [B, T] numpy arrays in the layout of docs/architecture.md: inputs,
 targets (int32), loss_mask (float32), segment_ids and positions (int32); for an
 encoder-decoder also encoder_inputs, encoder_segment_ids and encoder_positions. The
 iterator is a grain `DatasetIterator`, so `get_state()` / `set_state()` resume
@@ -16,6 +16,7 @@ from absl import flags
 
 from jirl.data.tasks import Task
 from jirl.data.tokenizer import Tokenizer
+from jirl.errors import ConfigError
 
 FEATURES = ("inputs", "targets", "loss_mask")
 ENCODER_FEATURES = ("encoder_inputs",)
@@ -167,13 +168,13 @@ def make_batches(
     """
     for key, value in (("seq_len", seq_len), ("batch_size", batch_size), ("process_count", process_count)):
         if value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value}.")
+            raise ConfigError(f"{key} must be a positive integer, got {value}.")
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
+        raise ConfigError(f"process_index must be in [0, {process_count}), got {process_index}.")
     source = task.source(split, data_dir, task_config)
     ds = grain.MapDataset.source(source)[process_index::process_count]
     if len(ds) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"process {process_index} of {process_count} has no examples; the {split} split of task "
             f"'{task.name}' has {len(source)} examples, and each process needs at least one."
         )

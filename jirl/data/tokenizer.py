@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from jirl.errors import ConfigError
+
 
 @runtime_checkable
 class Tokenizer(Protocol):
@@ -38,7 +40,7 @@ def _content_ids(ids: Iterable[int], vocab_size: int, bos: int, eos: int, pad: i
     for i in ids:
         i = int(i)
         if not 0 <= i < vocab_size:
-            raise ValueError(f"Token id {i} is outside the accepted range [0, {vocab_size}).")
+            raise ConfigError(f"Token id {i} is outside the accepted range [0, {vocab_size}).")
         if not out and i in (bos, pad):
             continue
         if i == eos:
@@ -78,11 +80,11 @@ class SentencePieceTokenizer:
 
         self.path = Path(model_path)
         if not self.path.is_file():
-            raise ValueError(f"SentencePiece model {self.path} does not exist; pass a .model file.")
+            raise ConfigError(f"SentencePiece model {self.path} does not exist; pass a .model file.")
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         missing = [name for name, i in (("BOS", self.sp.bos_id()), ("EOS", self.sp.eos_id())) if i < 0]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"SentencePiece model {self.path} has no {' and no '.join(missing)} id; "
                 "train it with bos_id and eos_id set (as train_sentencepiece does)."
             )
@@ -179,12 +181,12 @@ class HFTokenizer:
         try:
             self.hf = _HF.from_file(str(self.path))
         except Exception as e:
-            raise ValueError(f"{self.path} could not be read as a tokenizer.json file: {e}") from e
+            raise ConfigError(f"{self.path} could not be read as a tokenizer.json file: {e}") from e
         configured = _configured_specials(self.path.parent)
         explicit = {"bos": bos, "eos": eos, "pad": pad}
         eos_id = self._special("eos", explicit, configured, _EOS_NAMES)
         if eos_id is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.path} has no EOS token; name it with the eos argument (tokenizer.eos), eos_token in "
                 f"tokenizer_config.json or special_tokens_map.json, or use one of {', '.join(_EOS_NAMES)}."
             )
@@ -201,7 +203,7 @@ class HFTokenizer:
             if token:
                 i = self.hf.token_to_id(token)
                 if i is None:
-                    raise ValueError(f"{role} token {token!r} (from the {source}) is not in {self.path}.")
+                    raise ConfigError(f"{role} token {token!r} (from the {source}) is not in {self.path}.")
                 return i
         return next((i for i in map(self.hf.token_to_id, names) if i is not None), None)
 
@@ -219,7 +221,7 @@ def _tokenizer_json(path: Path) -> Path:
     """`path` itself, or `path/tokenizer.json` for a folder."""
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
-        raise ValueError(f"{file} does not exist; pass a tokenizer.json file or a folder holding one.")
+        raise ConfigError(f"{file} does not exist; pass a tokenizer.json file or a folder holding one.")
     return file
 
 
@@ -247,16 +249,16 @@ def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
     cfg = cfg or {}
     kind = cfg.get("kind") or "byte"
     if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"tokenizer.kind is {kind!r}; accepted values are {', '.join(TOKENIZER_KINDS)}.")
+        raise ConfigError(f"tokenizer.kind is {kind!r}; accepted values are {', '.join(TOKENIZER_KINDS)}.")
     if kind == "byte":
         return ByteTokenizer()
     path = cfg.get("path")
     if not path:
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer.path is required for tokenizer.kind {kind!r}; set it to the tokenizer file."
         )
     if not Path(path).exists():
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer.path {path} does not exist; set it to an existing {kind} tokenizer file."
         )
     if kind == "sentencepiece":
@@ -267,7 +269,7 @@ def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
 def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
     """Raises ValueError when the model's embedding has fewer rows than the tokenizer has ids."""
     if tokenizer.vocab_size > model_vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is {model_vocab_size}; "
             "it must be at least the tokenizer's."
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from jirl.data.tasks import Task
 from jirl.data.tokenizer import Tokenizer, get_tokenizer, train_sentencepiece
+from jirl.errors import ConfigError
 
 
 def sentencepiece_path(task: Task, data_dir: str, config: str, vocab_size: int) -> str:
@@ -33,7 +34,7 @@ def training_text(task: Task, data_dir: str, config: str) -> Iterator[str]:
 def task_sentencepiece(task: Task, data_dir: str, config: str, vocab_size: int) -> str:
     """The path of the task's SentencePiece model, trained now when it is not there yet."""
     if vocab_size < 8:
-        raise ValueError(f"tokenizer.vocab_size={vocab_size} is too small; give at least 8 (e.g. 8000).")
+        raise ConfigError(f"tokenizer.vocab_size={vocab_size} is too small; give at least 8 (e.g. 8000).")
     path = sentencepiece_path(task, data_dir, config, vocab_size)
     if not os.path.exists(path):
         print(

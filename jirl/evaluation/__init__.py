@@ -1,5 +1,5 @@
-"""Task metrics."""
+"""Measures of a model's outputs: task quality, diversity, answer accuracy, and extracted rewards.
 
-from jirl.evaluation.answers import answer_accuracy, extract_answer
-
-__all__ = ["answer_accuracy", "extract_answer"]
+Pure functions of samples, references and parameters; nothing here trains, loads a run or parses
+flags (that is `jirl.train` and the commands above it).
+"""

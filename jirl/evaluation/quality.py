@@ -7,7 +7,7 @@ import re
 
 import sacrebleu
 
-from jirl.evaluation.answers import answer_accuracy
+from jirl.data.answers import answer_accuracy
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
 TASK_METRIC_KINDS = ("answer_accuracy", "rouge", "bleu")

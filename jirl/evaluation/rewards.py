@@ -19,6 +19,7 @@ from scipy import stats
 
 from jirl import forward
 from jirl.data.pipeline import tokenize_example, tokenize_seq2seq_example
+from jirl.errors import ConfigError
 from jirl.losses import rewards as reward_fns
 
 
@@ -71,7 +72,7 @@ def score(
         examples = [tokenize_example(p, r, tokenizer) for p, r in pairs]
     too_long = [i for i, e in enumerate(examples) if _length(e) > max_len]
     if too_long:
-        raise ValueError(
+        raise ConfigError(
             f"pair {too_long[0]} has {_length(examples[too_long[0]])} tokens, more than the model's "
             f"maximum length {max_len}."
         )

@@ -7,7 +7,7 @@ from typing import Any
 from flax import nnx
 
 from jirl import data, sampling
-from jirl.evaluation import answers
+from jirl.data import answers
 
 
 def answer_accuracy_on_split(

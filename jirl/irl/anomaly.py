@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
 from jirl.irl import demos as demos_lib
 from jirl.irl import stats
 from jirl.irl.mdp import MDP
@@ -64,7 +65,7 @@ def inject(
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown anomaly kind(s) {unknown}; accepted: {list(KINDS)}.")
+        raise ConfigError(f"unknown anomaly kind(s) {unknown}; accepted: {list(KINDS)}.")
     out = {}
     keys = dict(zip(KINDS, jax.random.split(key, len(KINDS))))
 

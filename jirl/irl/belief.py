@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
 from jirl.irl import rationality
 from jirl.irl.mdp import ACTION_VECTORS_A2, ACTIONS, MDP, make_mdp
 
@@ -66,7 +67,7 @@ def random_world(size: int = 5, num_uncertain: int = 4, seed: int = 0, **kwargs)
     start, goal = 0, size * size - 1
     candidates = [c for c in range(size * size) if c not in (start, goal) and abs(c // size - c % size) <= 1]
     if not 0 <= num_uncertain <= len(candidates):
-        raise ValueError(
+        raise ConfigError(
             f"num_uncertain={num_uncertain}; accepted: 0..{len(candidates)} on a {size} x {size} grid."
         )
     uncertain = tuple(sorted(int(c) for c in rng.choice(candidates, num_uncertain, replace=False)))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
 from jirl.irl.mdp import MDP
 
 
@@ -134,7 +135,7 @@ def sample_trajectories(
     else:
         start_N = np.asarray(start_N, np.int32)
         if start_N.shape != (n,):
-            raise ValueError(
+            raise ConfigError(
                 f"start_N has shape {start_N.shape}; accepted: one start state per trajectory, ({n},)."
             )
         padded = np.pad(start_N, (0, bucket(n) - start_N.shape[0]), mode="edge")
@@ -232,35 +233,35 @@ def from_lists(episodes: Sequence[dict], mdp: MDP, *, source: str = "trajectory"
     rows = []
     for n, episode in enumerate(episodes):
         if not isinstance(episode, dict) or "states" not in episode or "actions" not in episode:
-            raise ValueError(f"{source} {n} must be an object with 'states' and 'actions' lists.")
+            raise ConfigError(f"{source} {n} must be an object with 'states' and 'actions' lists.")
         states = [int(s) for s in episode["states"]]
         actions = [int(a) for a in episode["actions"]]
         if len(states) == len(actions):
             states, actions = states, actions[:-1]
         if len(states) != len(actions) + 1 or not actions:
-            raise ValueError(
+            raise ConfigError(
                 f"{source} {n} has {len(states)} states and {len(actions)} actions; accepted: at least one "
                 "action, and one state more than actions."
             )
         for t, s in enumerate(states):
             if not 0 <= s < num_states:
-                raise ValueError(
+                raise ConfigError(
                     f"{source} {n} has state {s} at step {t}, out of range; accepted: 0..{num_states - 1}."
                 )
         for t, a in enumerate(actions):
             if not 0 <= a < num_actions:
-                raise ValueError(
+                raise ConfigError(
                     f"{source} {n} has action {a} at step {t}, out of range; accepted: 0..{num_actions - 1}."
                 )
             s, s_next = states[t], states[t + 1]
             if not np.any((next_SAK[s, a] == s_next) & (prob_SAK[s, a] > 0)):
-                raise ValueError(
+                raise ConfigError(
                     f"{source} {n} moves from state {s} by action {a} to state {s_next} at step {t}, which "
                     "the transitions do not allow."
                 )
         rows.append((states, actions))
     if not rows:
-        raise ValueError(f"no {source}s given; accepted: a list of {{'states': [...], 'actions': [...]}}.")
+        raise ConfigError(f"no {source}s given; accepted: a list of {{'states': [...], 'actions': [...]}}.")
     horizon = max(len(a) for _, a in rows)
     states_NT1 = np.zeros((len(rows), horizon + 1), np.int32)
     actions_NT = np.zeros((len(rows), horizon), np.int32)
@@ -276,7 +277,7 @@ def from_lists(episodes: Sequence[dict], mdp: MDP, *, source: str = "trajectory"
 def load(path: str, mdp: MDP) -> Trajectories:
     """Trajectories from a JSON-lines file, one {"states": [...], "actions": [...]} per line."""
     if not os.path.isfile(path):
-        raise ValueError(f"demonstrations file '{path}' does not exist.")
+        raise ConfigError(f"demonstrations file '{path}' does not exist.")
     episodes = []
     with open(path) as f:
         for i, line in enumerate(f, 1):
@@ -284,7 +285,7 @@ def load(path: str, mdp: MDP) -> Trajectories:
                 try:
                     episodes.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise ValueError(f"{path}:{i} is not a JSON object.") from None
+                    raise ConfigError(f"{path}:{i} is not a JSON object.") from None
     return from_lists(episodes, mdp, source=f"{os.path.basename(path)} trajectory")
 
 

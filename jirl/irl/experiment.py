@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jirl.errors import ConfigError
 from jirl.irl import anomaly, belief, demos, intent, maxent, plots, rationality, soft_vi, stats
 from jirl.irl.features import compile_features, reward_from_terms
 from jirl.irl.mdp import MDP, Layout, deterministic_successors, gridworld, road_graph, with_goal
@@ -33,16 +34,16 @@ def _cell(world, rc, what: str) -> int:
     try:
         r, c = (int(v) for v in rc)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}={rc!r} must be a (row, col) pair.") from None
+        raise ConfigError(f"{what}={rc!r} must be a (row, col) pair.") from None
     if not (0 <= r < world.height and 0 <= c < world.width):
-        raise ValueError(f"{what}={tuple(rc)} is outside the {world.height} x {world.width} world.")
+        raise ConfigError(f"{what}={tuple(rc)} is outside the {world.height} x {world.width} world.")
     return r * world.width + c
 
 
 def build_world(world) -> tuple[MDP, Layout]:
     """(mdp, layout) from the `world` block."""
     if world.kind not in WORLDS:
-        raise ValueError(f"world.kind='{world.kind}' is not a world; accepted: {list(WORLDS)}.")
+        raise ConfigError(f"world.kind='{world.kind}' is not a world; accepted: {list(WORLDS)}.")
     landmarks = {name: tuple(rc) for name, rc in world.landmarks.items()}
     if world.kind == "gridworld":
         return gridworld(
@@ -85,7 +86,7 @@ def _check_numbers(config, mdp: MDP) -> None:
     }
     for key, value in at_least_one.items():
         if int(value) < 1:
-            raise ValueError(f"{key}={value} must be at least 1.")
+            raise ConfigError(f"{key}={value} must be at least 1.")
     positive = {
         "demos.temperature": config.demos.temperature,
         "rationality.sigma": config.rationality.sigma,
@@ -93,16 +94,16 @@ def _check_numbers(config, mdp: MDP) -> None:
     }
     for key, value in positive.items():
         if not float(value) > 0:
-            raise ValueError(f"{key}={value} must be > 0.")
+            raise ConfigError(f"{key}={value} must be > 0.")
     if config.irl.optimizer not in maxent.OPTIMIZERS:
-        raise ValueError(f"irl.optimizer='{config.irl.optimizer}'; accepted: {list(maxent.OPTIMIZERS)}.")
+        raise ConfigError(f"irl.optimizer='{config.irl.optimizer}'; accepted: {list(maxent.OPTIMIZERS)}.")
     if not 0.0 < float(config.anomaly.erratic_prob) <= 1.0:
-        raise ValueError(f"anomaly.erratic_prob={config.anomaly.erratic_prob}; accepted: 0 < p <= 1.")
+        raise ConfigError(f"anomaly.erratic_prob={config.anomaly.erratic_prob}; accepted: 0 < p <= 1.")
     if int(config.anomaly.waypoints) > mdp.num_states - 1:
-        raise ValueError(f"anomaly.waypoints={config.anomaly.waypoints}; accepted: 1..{mdp.num_states - 1}.")
+        raise ConfigError(f"anomaly.waypoints={config.anomaly.waypoints}; accepted: 1..{mdp.num_states - 1}.")
     for f in config.intent.fractions:
         if not 0.0 <= float(f) <= 1.0:
-            raise ValueError(f"intent.fractions has {f}; accepted: fractions in [0, 1].")
+            raise ConfigError(f"intent.fractions has {f}; accepted: fractions in [0, 1].")
 
 
 def _state_reward(reward_SA, mdp: MDP) -> np.ndarray:
@@ -198,17 +199,17 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
     goal = layout.landmarks["goal"]
     goals = [_cell(config.world, rc, "intent.goals") for rc in config.intent.goals]
     if len(set(goals)) < 2:
-        raise ValueError(f"intent.goals={tuple(config.intent.goals)} must name at least two distinct cells.")
+        raise ConfigError(f"intent.goals={tuple(config.intent.goals)} must name at least two distinct cells.")
     kinds = tuple(config.anomaly.kinds)
     unknown = sorted(set(kinds) - set(anomaly.KINDS))
     if unknown or not kinds:
-        raise ValueError(
+        raise ConfigError(
             f"anomaly.kinds={kinds}: unknown {unknown}; accepted: a non-empty subset of "
             f"{list(anomaly.KINDS)}."
         )
     other_goals = [g for g in goals if g != goal]
     if "wrong_goal" in kinds and not other_goals:
-        raise ValueError("anomaly kind 'wrong_goal' needs an intent.goals cell other than world.goal.")
+        raise ConfigError("anomaly kind 'wrong_goal' needs an intent.goals cell other than world.goal.")
     if config.rationality.enabled:
         successor_SA = deterministic_successors(mdp)
         if config.rationality.pomdp_size:
@@ -220,11 +221,11 @@ def run(config, workdir: str, progress: bool = True) -> dict[str, Any]:
                     discount=float(mdp.discount),
                 )
             except ValueError as e:
-                raise ValueError(f"rationality.pomdp_uncertain: {e}") from None
+                raise ConfigError(f"rationality.pomdp_uncertain: {e}") from None
     _check_numbers(config, mdp)
     expert = soft_vi.soft_value_iteration(mdp, true_reward_SA, config.demos.temperature)
     if float(expert.residual) > soft_vi.TOL * max(1.0, float(jnp.max(jnp.abs(expert.value_S)))):
-        raise ValueError("soft value iteration of world.reward did not converge; check world.discount < 1.")
+        raise ConfigError("soft value iteration of world.reward did not converge; check world.discount < 1.")
     horizon = int(config.demos.horizon)
     if config.demos.path:
         train = demos.load(config.demos.path, mdp)

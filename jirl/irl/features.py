@@ -29,6 +29,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
 from jirl.irl.mdp import MDP, Layout
 
 VOCABULARY = (
@@ -56,7 +57,7 @@ def _tokens(text: str) -> list[str]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot parse feature '{text}' at '{text[pos:]}'; accepted: NAME(ARG, ...) with names from "
                 f"{list(VOCABULARY)}."
             )
@@ -71,29 +72,31 @@ def parse(text: str):
 
     def term(i):
         if i >= len(tokens) or tokens[i] in "(),":
-            raise ValueError(f"cannot parse feature '{text}'; accepted: NAME(ARG, ...), e.g. 'terrain(mud)'.")
+            raise ConfigError(
+                f"cannot parse feature '{text}'; accepted: NAME(ARG, ...), e.g. 'terrain(mud)'."
+            )
         name = tokens[i]
         if i + 1 >= len(tokens) or tokens[i + 1] != "(":
             return name, i + 1  # a bare identifier or number argument
         args, i = [], i + 2
         while tokens[i : i + 1] != [")"]:
             if i >= len(tokens):
-                raise ValueError(f"feature '{text}' has an unclosed '('.")
+                raise ConfigError(f"feature '{text}' has an unclosed '('.")
             arg, i = term(i)
             args.append(arg)
             if i >= len(tokens):
-                raise ValueError(f"feature '{text}' has an unclosed '('.")
+                raise ConfigError(f"feature '{text}' has an unclosed '('.")
             if tokens[i : i + 1] == [","]:
                 i += 1
             elif tokens[i : i + 1] != [")"]:
-                raise ValueError(f"feature '{text}': expected ',' or ')' after argument {len(args)}.")
+                raise ConfigError(f"feature '{text}': expected ',' or ')' after argument {len(args)}.")
         return (name, args), i + 1
 
     if not tokens:
-        raise ValueError(f"empty feature name; accepted: NAME(ARG, ...) with names from {list(VOCABULARY)}.")
+        raise ConfigError(f"empty feature name; accepted: NAME(ARG, ...) with names from {list(VOCABULARY)}.")
     tree, end = term(0)
     if end != len(tokens) or not isinstance(tree, tuple):
-        raise ValueError(f"cannot parse feature '{text}'; accepted: NAME(ARG, ...), e.g. 'terrain(mud)'.")
+        raise ConfigError(f"cannot parse feature '{text}'; accepted: NAME(ARG, ...), e.g. 'terrain(mud)'.")
     return tree
 
 
@@ -101,14 +104,14 @@ def _number(text: str, value) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"feature '{text}': '{value}' should be a number.") from None
+        raise ConfigError(f"feature '{text}': '{value}' should be a number.") from None
 
 
 def _evaluate(tree, mdp: MDP, layout: Layout, text: str) -> np.ndarray:
     """The tree's columns as float64 [S, A, F]."""
     num_states, num_actions = mdp.num_states, mdp.num_actions
     if not isinstance(tree, tuple):
-        raise ValueError(f"feature '{text}': '{tree}' is an argument, not a feature; write e.g. '{tree}()'.")
+        raise ConfigError(f"feature '{text}': '{tree}' is an argument, not a feature; write e.g. '{tree}()'.")
     name, args = tree
 
     def state(values_S):
@@ -116,12 +119,12 @@ def _evaluate(tree, mdp: MDP, layout: Layout, text: str) -> np.ndarray:
 
     def need(count, what):
         if len(args) != count:
-            raise ValueError(f"feature '{text}': {name}() takes {what}; got {len(args)} argument(s).")
+            raise ConfigError(f"feature '{text}': {name}() takes {what}; got {len(args)} argument(s).")
 
     def choose(kind, options):
         need(1, f"one {kind} name")
         if not isinstance(args[0], str) or args[0] not in options:
-            raise ValueError(f"feature '{text}': unknown {kind} '{args[0]}'; accepted: {sorted(options)}.")
+            raise ConfigError(f"feature '{text}': unknown {kind} '{args[0]}'; accepted: {sorted(options)}.")
         return args[0]
 
     if name == "terrain":
@@ -149,7 +152,7 @@ def _evaluate(tree, mdp: MDP, layout: Layout, text: str) -> np.ndarray:
         need(2, "two features")
         left, right = (_evaluate(arg, mdp, layout, text) for arg in args)
         if left.shape[-1] != 1 or right.shape[-1] != 1:
-            raise ValueError(f"feature '{text}': product() takes one-column features (not onehot).")
+            raise ConfigError(f"feature '{text}': product() takes one-column features (not onehot).")
         return left * right
     if name in ("below", "above"):
         need(2, "a feature and a threshold")
@@ -160,11 +163,11 @@ def _evaluate(tree, mdp: MDP, layout: Layout, text: str) -> np.ndarray:
         need(1, "one feature")
         values_SAF = _evaluate(args[0], mdp, layout, text)
         if not np.all(values_SAF == values_SAF[:, :1]):
-            raise ValueError(f"feature '{text}': next() takes a state feature (not an action feature).")
+            raise ConfigError(f"feature '{text}': next() takes a state feature (not an action feature).")
         values_SF = values_SAF[:, 0]
         next_SAK, prob_SAK = np.asarray(mdp.next_SAK), np.asarray(mdp.prob_SAK, np.float64)
         return np.einsum("sak,sakf->saf", prob_SAK, values_SF[next_SAK])
-    raise ValueError(f"unknown feature '{name}' in '{text}'; accepted: {list(VOCABULARY)}.")
+    raise ConfigError(f"unknown feature '{name}' in '{text}'; accepted: {list(VOCABULARY)}.")
 
 
 def compile_features(spec: Sequence[str], mdp: MDP, layout: Layout) -> tuple[jnp.ndarray, tuple[str, ...]]:
@@ -172,13 +175,13 @@ def compile_features(spec: Sequence[str], mdp: MDP, layout: Layout) -> tuple[jnp
     if isinstance(spec, str):
         spec = (spec,)
     if not spec:
-        raise ValueError("the feature list is empty; name at least one feature, e.g. ('terrain(mud)',).")
+        raise ConfigError("the feature list is empty; name at least one feature, e.g. ('terrain(mud)',).")
     if layout.num_states != mdp.num_states:
-        raise ValueError(f"layout has {layout.num_states} states, the MDP {mdp.num_states}.")
+        raise ConfigError(f"layout has {layout.num_states} states, the MDP {mdp.num_states}.")
     columns, names = [], []
     for text in spec:
         if not isinstance(text, str):
-            raise ValueError(f"features are strings like 'terrain(mud)'; got {text!r}.")
+            raise ConfigError(f"features are strings like 'terrain(mud)'; got {text!r}.")
         block = _evaluate(parse(text), mdp, layout, text)
         columns.append(block)
         if block.shape[-1] == 1:
@@ -194,10 +197,10 @@ def reward_from_terms(terms: Sequence[Sequence], mdp: MDP, layout: Layout) -> jn
         spec = tuple(t for t, _ in terms)
         weights = [float(w) for _, w in terms]
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ConfigError(
             f"a reward is ((feature, weight), ...), e.g. (('terrain(mud)', -3.0),); got {terms!r}."
         ) from None
     features_SAF, _ = compile_features(spec, mdp, layout)
     if features_SAF.shape[-1] != len(weights):
-        raise ValueError("a reward term must be a one-column feature (not onehot(states)).")
+        raise ConfigError("a reward term must be a one-column feature (not onehot(states)).")
     return features_SAF @ jnp.asarray(weights, jnp.float32)

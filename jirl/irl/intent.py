@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
 from jirl.irl import soft_vi
 from jirl.irl.demos import Trajectories, truncate
 from jirl.irl.features import compile_features
@@ -67,7 +68,7 @@ def accuracy_by_fraction(
     out = []
     for f in fractions:
         if not 0.0 <= f <= 1.0:
-            raise ValueError(f"intent fraction {f}; accepted: 0 <= f <= 1.")
+            raise ConfigError(f"intent fraction {f}; accepted: 0 <= f <= 1.")
         steps_N = np.ceil(f * lengths_N).astype(np.int32)
         posterior_NG = np.asarray(goal_log_posterior(log_policy_GSA, truncate(trajectories, steps_N)))
         out.append(float(np.mean(posterior_NG.argmax(-1) == np.asarray(goal_index_N))))

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
+from jirl.errors import ConfigError
 from jirl.irl import soft_vi
 from jirl.irl.demos import Trajectories
 from jirl.irl.mdp import MDP
@@ -65,7 +66,7 @@ def make_optimizer(name: str, learning_rate, total_steps: int) -> optax.Gradient
     """L-BFGS (zoom line search; learning_rate unused), or Adam / SGD with a cosine decay to 1% of
     `learning_rate` over `total_steps`."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown IRL optimizer '{name}'; accepted: {list(OPTIMIZERS)}.")
+        raise ConfigError(f"unknown IRL optimizer '{name}'; accepted: {list(OPTIMIZERS)}.")
     if name == "lbfgs":
         return optax.lbfgs()
     schedule = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1), alpha=0.01)
@@ -159,9 +160,9 @@ def maxent_irl(
 ) -> IRLResult:
     """Recover reward weights from demonstrations (with `progress`: `chunk` steps per jitted call)."""
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown IRL optimizer '{optimizer}'; accepted: {list(OPTIMIZERS)}.")
+        raise ConfigError(f"unknown IRL optimizer '{optimizer}'; accepted: {list(OPTIMIZERS)}.")
     if steps < 1:
-        raise ValueError(f"irl.steps={steps} must be at least 1.")
+        raise ConfigError(f"irl.steps={steps} must be at least 1.")
     features_SAF = jnp.asarray(features_SAF, jnp.float32)
     expert_fe_F = expert_feature_expectations(features_SAF, demos, mdp.discount)
     init_S = empirical_start(demos, mdp.num_states)

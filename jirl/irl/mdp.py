@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jirl.errors import ConfigError
+
 ATOL = 1e-5  # how far a transition row or the start distribution may be from summing to 1
 
 # The 8 compass moves in clockwise order (so a +-1 rotation is the neighbouring direction);
@@ -73,16 +75,16 @@ def make_mdp(
     """
     if P_SAS is not None:
         if next_SAK is not None or prob_SAK is not None:
-            raise ValueError(
+            raise ConfigError(
                 "give transitions either dense (P_SAS) or sparse (next_SAK, prob_SAK), not both."
             )
         next_SAK, prob_SAK = sparse_from_dense(np.asarray(P_SAS, np.float64))
     if next_SAK is None or prob_SAK is None:
-        raise ValueError("an MDP needs transitions: P_SAS, or both next_SAK and prob_SAK.")
+        raise ConfigError("an MDP needs transitions: P_SAS, or both next_SAK and prob_SAK.")
     next_SAK = np.asarray(next_SAK)
     prob_SAK = np.asarray(prob_SAK, np.float64)
     if next_SAK.ndim != 3 or next_SAK.shape != prob_SAK.shape:
-        raise ValueError(
+        raise ConfigError(
             f"next_SAK and prob_SAK must both be [S, A, K]; got shapes {next_SAK.shape} and {prob_SAK.shape}."
         )
     num_states = next_SAK.shape[0]
@@ -93,20 +95,20 @@ def make_mdp(
     init_S = np.asarray(init_S, np.float64)
     validate_transitions(next_SAK, prob_SAK)
     if terminal_S.shape != (num_states,) or not np.all((terminal_S == 0) | (terminal_S == 1)):
-        raise ValueError(f"terminal_S must be [{num_states}] of 0/1 flags; got shape {terminal_S.shape}.")
+        raise ConfigError(f"terminal_S must be [{num_states}] of 0/1 flags; got shape {terminal_S.shape}.")
     if init_S.shape != (num_states,) or np.any(init_S < 0) or abs(init_S.sum() - 1.0) > ATOL:
         total = init_S.sum() if init_S.shape == (num_states,) else float("nan")
-        raise ValueError(
+        raise ConfigError(
             f"init_S must be a distribution over the {num_states} states (>= 0, summing to 1); "
             f"got shape {init_S.shape}, sum {total:.6g}."
         )
     if np.any(init_S[terminal_S == 1] > 0):
         state = int(np.flatnonzero((init_S > 0) & (terminal_S == 1))[0])
-        raise ValueError(
+        raise ConfigError(
             f"init_S puts mass on terminal state {state}; episodes must start where the agent acts."
         )
     if not 0.0 <= float(discount) < 1.0:
-        raise ValueError(f"discount must be in [0, 1); got {discount}.")
+        raise ConfigError(f"discount must be in [0, 1); got {discount}.")
     return MDP(
         next_SAK=jnp.asarray(next_SAK, jnp.int32),
         prob_SAK=jnp.asarray(prob_SAK, jnp.float32),
@@ -120,25 +122,25 @@ def validate_transitions(next_SAK: np.ndarray, prob_SAK: np.ndarray) -> None:
     """ValueError unless successors index states and every P(.|s, a) is a distribution."""
     num_states = next_SAK.shape[0]
     if not np.issubdtype(next_SAK.dtype, np.integer):
-        raise ValueError(f"next_SAK must hold integer state indices; got dtype {next_SAK.dtype}.")
+        raise ConfigError(f"next_SAK must hold integer state indices; got dtype {next_SAK.dtype}.")
     bad = np.argwhere((next_SAK < 0) | (next_SAK >= num_states))
     if bad.size:
         s, a, k = bad[0]
-        raise ValueError(
+        raise ConfigError(
             f"transition successor next_SAK[{s}, {a}, {k}] = {next_SAK[s, a, k]} is not a state; "
             f"accepted: 0..{num_states - 1}."
         )
     bad = np.argwhere(~np.isfinite(prob_SAK) | (prob_SAK < 0))
     if bad.size:
         s, a, k = bad[0]
-        raise ValueError(
+        raise ConfigError(
             f"transition probability P(.|s={s}, a={a})[{k}] = {prob_SAK[s, a, k]}; accepted: finite and >= 0."
         )
     sums_SA = prob_SAK.sum(-1)
     bad = np.argwhere(np.abs(sums_SA - 1.0) > ATOL)
     if bad.size:
         s, a = bad[0]
-        raise ValueError(
+        raise ConfigError(
             f"transition row P(.|s={s}, a={a}) sums to {sums_SA[s, a]:.6g} ({len(bad)} bad rows); "
             f"accepted: every row sums to 1 (within {ATOL})."
         )
@@ -147,7 +149,7 @@ def validate_transitions(next_SAK: np.ndarray, prob_SAK: np.ndarray) -> None:
 def sparse_from_dense(P_SAS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(next_SAK, prob_SAK) holding exactly the nonzero entries of each row (padded with p = 0)."""
     if P_SAS.ndim != 3 or P_SAS.shape[0] != P_SAS.shape[2]:
-        raise ValueError(f"P_SAS must be [S, A, S]; got shape {P_SAS.shape}.")
+        raise ConfigError(f"P_SAS must be [S, A, S]; got shape {P_SAS.shape}.")
     k = max(int((P_SAS != 0).sum(-1).max()), 1)
     order_SAS = np.argsort(P_SAS == 0, axis=-1, kind="stable")  # nonzero successors first
     next_SAK = order_SAS[..., :k].astype(np.int32)
@@ -169,7 +171,7 @@ def deterministic_successors(mdp: MDP) -> jax.Array:
     support_SA = (prob_SAK > 0).sum(-1)
     if np.any(support_SA != 1):
         s, a = np.argwhere(support_SA != 1)[0]
-        raise ValueError(
+        raise ConfigError(
             f"this model needs deterministic transitions; P(.|s={s}, a={a}) has {support_SA[s, a]} "
             "successors (accepted: exactly one per state and action, e.g. world.move_probs=(1, 0, 0))."
         )
@@ -205,7 +207,7 @@ def _moves(num_actions: int, move_probs: Sequence[float], step) -> tuple[np.ndar
     """Successors for `move_probs` = (intended, rotated -45 degrees, rotated +45 degrees)."""
     move_probs = tuple(float(p) for p in move_probs)
     if len(move_probs) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"move_probs={move_probs} must have 3 entries: (intended, rotated left, rotated right)."
         )
     rotations = [r for r, p in zip((0, -1, 1), move_probs) if p != 0] or [0]
@@ -241,9 +243,9 @@ def gridworld(
     rectangles, ends exclusive. Start: uniform over the non-goal cells.
     """
     if height < 2 or width < 2:
-        raise ValueError(f"a gridworld needs height and width >= 2; got {height} x {width}.")
+        raise ConfigError(f"a gridworld needs height and width >= 2; got {height} x {width}.")
     if len(terrain_fractions) != len(terrain_names):
-        raise ValueError(
+        raise ConfigError(
             f"terrain_fractions has {len(terrain_fractions)} entries for {len(terrain_names)} terrain names."
         )
     num_states = height * width
@@ -268,7 +270,7 @@ def gridworld(
     def cell(name, rc) -> int:
         r, c = (int(v) for v in rc)
         if not (0 <= r < height and 0 <= c < width):
-            raise ValueError(f"{name} at {tuple(rc)} is outside the {height} x {width} grid.")
+            raise ConfigError(f"{name} at {tuple(rc)} is outside the {height} x {width} grid.")
         return r * width + c
 
     goal_state = cell("goal", goal)
@@ -286,7 +288,7 @@ def gridworld(
     for name, (r0, c0, r1, c1) in (regions or {}).items():
         mask = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
         if not mask.any():
-            raise ValueError(f"region '{name}' = {(r0, c0, r1, c1)} holds no cell of the grid.")
+            raise ConfigError(f"region '{name}' = {(r0, c0, r1, c1)} holds no cell of the grid.")
         region_masks[name] = mask
     marks = {"goal": goal_state, **{name: cell(name, rc) for name, rc in (landmarks or {}).items()}}
     layout = Layout(
@@ -362,7 +364,7 @@ def road_graph(
     marks = {"goal": goal, **{name: int(s) for name, s in (landmarks or {}).items()}}
     for name, s in marks.items():
         if not 0 <= s < num_states:
-            raise ValueError(f"{name} = junction {s} is not in the {rows} x {cols} road graph.")
+            raise ConfigError(f"{name} = junction {s} is not in the {rows} x {cols} road graph.")
     terminal_S = np.zeros(num_states)
     terminal_S[goal] = 1.0
     layout = Layout(

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, ndtri
 
+from jirl.errors import ConfigError
 from jirl.irl import demos as demos_lib
 from jirl.irl import soft_vi
 from jirl.irl.mdp import MDP
@@ -175,7 +176,7 @@ def fit(
 ) -> Fit:
     """Maximum-likelihood beta or sigma on a log grid [low, high], refined once around the best."""
     if model not in ("boltzmann", "value_noise"):
-        raise ValueError(f"unknown choice model '{model}'; accepted: ['boltzmann', 'value_noise'].")
+        raise ConfigError(f"unknown choice model '{model}'; accepted: ['boltzmann', 'value_noise'].")
     # The value-noise model is parameterised by gamma * sigma inside.
     to_internal = 1.0 if model == "boltzmann" else float(discount)
     lapse = jnp.float32(lapse)

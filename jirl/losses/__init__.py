@@ -4,6 +4,7 @@
     stats = jirl.losses.head.from_logits(logits_BTV, batch)          # the reference head
     stats = jirl.losses.head.from_hidden(h_BTD, w_DV, batch, chunk=8192)  # never holds [B, T, V]
     loss, metrics = objective(stats, batch)
+    loss, metrics = objective(stats, batch, policy=Stream(policy_stats, policy_batch))  # online
 
 The head stage (jirl.losses.head) reduces the logits over the vocabulary to TokenStats (Q_t, V_t,
 argmax-correct, and the mean logit when `objective.needs_mean_logit`); the objectives never see
@@ -14,34 +15,50 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
+from jirl.errors import ConfigError
 from jirl.losses import head
-from jirl.losses.head import TokenStats
+from jirl.losses.head import Stream, TokenStats
 from jirl.losses.iqlearn import iqlearn_loss
 from jirl.losses.mle import mle_loss, needs_mean_logit
 
 LossFn = Callable[..., Any]
 
-# name -> (loss, whether its options need the mean logit).
-_REGISTRY: dict[str, tuple[LossFn, Callable[..., bool]]] = {
-    "mle": (mle_loss, needs_mean_logit),
-    "iqlearn": (iqlearn_loss, lambda **_: False),
+
+class _Entry(NamedTuple):
+    """A registered loss: `loss(stats, batch[, policy], **options)`, and what its options ask of the step."""
+
+    loss: LossFn
+    needs_mean_logit: Callable[..., bool]  # options -> whether the head computes mean_v z_t
+    needs_policy: Callable[..., bool]  # options -> whether it reads a policy stream (online)
+
+
+_NEVER = lambda **_: False  # noqa: E731
+_REGISTRY: dict[str, _Entry] = {
+    "mle": _Entry(mle_loss, needs_mean_logit, _NEVER),
+    "iqlearn": _Entry(iqlearn_loss, _NEVER, lambda alpha=0.0, **_: float(alpha) > 0),
 }
-# Keyword arguments that are call-time inputs, not options.
-_CALL_ARGS = frozenset({"policy_stats", "policy_batch"})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Objective:
-    """A registered loss with its options bound: `objective(stats, batch, **call_args) -> (loss, metrics)`."""
+    """A registered loss with its options bound: `objective(stats, batch[, policy]) -> (loss, metrics)`.
+
+    The expert stream is (stats, batch); `policy` (a `Stream`) is the model's own samples, given
+    exactly when `needs_policy` (online IQLearn, loss.alpha > 0).
+    """
 
     name: str
     options: Mapping[str, Any]
     needs_mean_logit: bool  # the head must compute mean_v z_t (label smoothing)
+    needs_policy: bool  # the step must give a policy stream
 
-    def __call__(self, stats: TokenStats, batch: Mapping[str, Any], **call_args: Any):
-        return _lookup(self.name)[0](stats, batch, **self.options, **call_args)
+    def __call__(self, stats: TokenStats, batch: Mapping[str, Any], policy: Stream | None = None):
+        loss = _lookup(self.name).loss
+        if policy is None:
+            return loss(stats, batch, **self.options)
+        return loss(stats, batch, policy, **self.options)
 
 
 def names() -> tuple[str, ...]:
@@ -49,13 +66,10 @@ def names() -> tuple[str, ...]:
 
 
 def options(name: str) -> dict[str, Any]:
-    """The options `name` accepts, with their defaults."""
-    fn, _ = _lookup(name)
-    return {
-        p.name: p.default
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CALL_ARGS
-    }
+    """The options `name` accepts, with their defaults: the loss's keyword-only parameters (its
+    positional ones are the streams it reads)."""
+    parameters = inspect.signature(_lookup(name).loss).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def get(name: str, **opts: Any) -> Objective:
@@ -63,14 +77,15 @@ def get(name: str, **opts: Any) -> Objective:
     accepted = options(name)
     unknown = sorted(set(opts) - set(accepted))
     if unknown:
-        raise ValueError(f"loss '{name}' has no option(s) {unknown}; accepted options: {sorted(accepted)}.")
-    return Objective(name, dict(opts), bool(_lookup(name)[1](**opts)))
+        raise ConfigError(f"loss '{name}' has no option(s) {unknown}; accepted options: {sorted(accepted)}.")
+    entry = _lookup(name)
+    return Objective(name, dict(opts), bool(entry.needs_mean_logit(**opts)), bool(entry.needs_policy(**opts)))
 
 
-def _lookup(name: str) -> tuple[LossFn, Callable[..., bool]]:
+def _lookup(name: str) -> _Entry:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown loss '{name}'; accepted: {list(names())}.")
+        raise ConfigError(f"unknown loss '{name}'; accepted: {list(names())}.")
     return _REGISTRY[name]
 
 
-__all__ = ["Objective", "TokenStats", "get", "head", "iqlearn_loss", "mle_loss", "names", "options"]
+__all__ = ["Objective", "Stream", "TokenStats", "get", "head", "iqlearn_loss", "mle_loss", "names", "options"]

@@ -1,6 +1,6 @@
 """Helpers shared by the objectives: input checks, masked means, soft-Q quantities.
 
-Notation (DESIGN.md): logits z_t are soft Q-values; Q_t = z_t[a_t], V_t = logsumexp(z_t),
+Notation (docs/architecture.md): logits z_t are soft Q-values; Q_t = z_t[a_t], V_t = logsumexp(z_t),
 c_t = m_{t+1} [seg_{t+1} == seg_t] (c_{T-1} = 0), V'_t = c_t V_{t+1}, r_t = Q_t - gamma V'_t.
 """
 
@@ -11,6 +11,8 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jirl.errors import ConfigError
+
 REQUIRED_KEYS = ("targets", "loss_mask")
 
 
@@ -18,13 +20,13 @@ def check_batch(batch: Mapping[str, jax.Array], shape_BT: tuple[int, ...], *, na
     """Static (trace-time) checks: required keys present, every [B, T] array of shape `shape_BT`."""
     missing = [k for k in REQUIRED_KEYS if k not in batch]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{name} is missing key(s) {missing}; a loss needs {list(REQUIRED_KEYS)} "
             f"(optional: 'segment_ids'), got {sorted(batch)}."
         )
     for key in ("targets", "loss_mask", "segment_ids"):
         if key in batch and tuple(batch[key].shape) != tuple(shape_BT):
-            raise ValueError(
+            raise ConfigError(
                 f"{name}['{key}'] has shape {tuple(batch[key].shape)} but the model's outputs are "
                 f"[B, T] = {tuple(shape_BT)}; every batch array must be [B, T]."
             )

@@ -38,6 +38,17 @@ class TokenStats(NamedTuple):
     mean_logit: jax.Array | None = None  # mean_v z_t[v]; only when asked for
 
 
+class Stream(NamedTuple):
+    """One stream of examples an objective reads: its batch and the head's TokenStats of it.
+
+    Offline objectives read the expert stream; online IQLearn also a policy stream (the model's own
+    samples, `objective(stats, batch, policy=Stream(policy_stats, policy_batch))`).
+    """
+
+    stats: TokenStats
+    batch: Mapping[str, jax.Array]
+
+
 def from_logits(
     logits_BTV: jax.Array, batch: Mapping[str, jax.Array], *, mean_logit: bool = False
 ) -> TokenStats:

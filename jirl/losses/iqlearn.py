@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jirl.losses import _masking
-from jirl.losses.head import TokenStats
+from jirl.losses.head import Stream, TokenStats
 
 
 def _expert_terms(sq: _masking.SoftQ, gamma: float):
@@ -33,23 +33,20 @@ def _expert_terms(sq: _masking.SoftQ, gamma: float):
 def iqlearn_loss(
     stats: TokenStats,
     batch: Mapping[str, jax.Array],
+    policy: Stream | None = None,
     *,
     lam: float = 0.1,
     gamma: float = 1.0,
     alpha: float = 0.0,
     stop_grad_next_value: bool = False,
-    policy_stats: TokenStats | None = None,
-    policy_batch: Mapping[str, jax.Array] | None = None,
 ):
-    """IQLearn loss and metrics; online when `policy_stats`/`policy_batch` are given."""
+    """IQLearn loss and metrics of the expert stream (stats, batch); online with the `policy` stream."""
     _masking.check_stats(stats, batch)
-    online = policy_stats is not None or policy_batch is not None
-    if online and (policy_stats is None or policy_batch is None):
-        raise ValueError("online IQLearn needs both policy_stats= and policy_batch=; got only one.")
+    online = policy is not None
     if alpha and not online:
         raise ValueError(
-            f"loss.alpha={alpha} asks for online IQLearn, which needs policy_stats= and "
-            "policy_batch=; use alpha=0 for offline IQLearn."
+            f"loss.alpha={alpha} asks for online IQLearn, which needs the policy stream "
+            "(policy=Stream(stats, batch) of the model's own samples); use alpha=0 for offline IQLearn."
         )
 
     sq = _masking.soft_q(stats, batch, stop_grad_next_value=stop_grad_next_value)
@@ -59,8 +56,8 @@ def iqlearn_loss(
     if not online:
         loss = nll + lam * td_reg
     else:
-        _masking.check_stats(policy_stats, policy_batch, name="policy_batch")
-        psq = _masking.soft_q(policy_stats, policy_batch, stop_grad_next_value=stop_grad_next_value)
+        _masking.check_stats(policy.stats, policy.batch, name="policy batch")
+        psq = _masking.soft_q(policy.stats, policy.batch, stop_grad_next_value=stop_grad_next_value)
         _, policy_td_reg, policy_value_gap = _expert_terms(psq, gamma)
         loss = (
             nll

@@ -1,6 +1,6 @@
 """Implicit rewards of a model trained as soft-Q values (IQLearn), from the head's TokenStats.
 
-r_t = Q_t - gamma V'_t with Q_t = z_t[a_t], V'_t = c_t logsumexp z_{t+1} (DESIGN.md), on response
+r_t = Q_t - gamma V'_t with Q_t = z_t[a_t], V'_t = c_t logsumexp z_{t+1} (docs/architecture.md), on response
 tokens (m_t = 1), 0 elsewhere. The sequence reward discounts by the step k inside the response:
 R = sum_t m_t gamma^k_t r_t, k_t = number of response tokens before t in the same row.
 """

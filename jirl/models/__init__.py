@@ -47,8 +47,9 @@ def apply(graphdef: nnx.GraphDef, params: dict[str, Any], *tokens: jax.Array, **
 
 
 def _batch_inputs(batch: Any) -> tuple[tuple[jax.Array, ...], dict[str, Any]]:
-    """(token arrays, keyword arguments) of a batch dict (DESIGN.md): decoder keys inputs/positions/
-    segment_ids, and for an encoder-decoder also encoder_inputs/encoder_positions/encoder_segment_ids."""
+    """(token arrays, keyword arguments) of a batch dict (docs/architecture.md): decoder keys inputs/
+    positions/segment_ids, and for an encoder-decoder also encoder_inputs/encoder_positions/
+    encoder_segment_ids."""
     kwargs = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"))
     if "encoder_inputs" in batch:
         kwargs.update({k: batch.get(k) for k in ("encoder_positions", "encoder_segment_ids")})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jirl.errors import ConfigError
+
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ROPE_SCALINGS = ("none", "llama3")
@@ -65,13 +67,13 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype='{self.dtype}' is not supported; accepted: {list(DTYPES)}.")
+            raise ConfigError(f"model.dtype='{self.dtype}' is not supported; accepted: {list(DTYPES)}.")
         if self.remat not in REMAT_POLICIES:
-            raise ValueError(
+            raise ConfigError(
                 f"model.remat='{self.remat}' is not supported; accepted: {list(REMAT_POLICIES)}."
             )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_heads={self.num_heads} must be a multiple of "
                 f"model.num_kv_heads={self.num_kv_heads}."
             )
@@ -82,14 +84,14 @@ class ModelConfig:
             ("activation", ACTIVATIONS),
         ]:
             if getattr(self, key) not in accepted:
-                raise ValueError(
+                raise ConfigError(
                     f"model.{key}='{getattr(self, key)}' is not supported; accepted: {list(accepted)}."
                 )
 
         if self.encoder_layers < 0:
-            raise ValueError(f"model.encoder_layers={self.encoder_layers} must be >= 0 (0: decoder-only).")
+            raise ConfigError(f"model.encoder_layers={self.encoder_layers} must be >= 0 (0: decoder-only).")
         if (self.encoder_layers > 0) != (self.position_embedding == "relative"):
-            raise ValueError(
+            raise ConfigError(
                 "model.position_embedding='relative' (T5 buckets) goes with an encoder-decoder "
                 f"(model.encoder_layers > 0) and only with one; got position_embedding="
                 f"'{self.position_embedding}' and encoder_layers={self.encoder_layers}."
@@ -98,12 +100,12 @@ class ModelConfig:
             for key in ("post_norms", "sliding_window", "attn_softcap", "final_softcap", "qkv_bias",
                         "out_bias", "mlp_bias", "embed_scale"):  # fmt: skip
                 if getattr(self, key):
-                    raise ValueError(
+                    raise ConfigError(
                         f"model.{key}={getattr(self, key)!r} is not supported in a T5 encoder-decoder "
                         "(model.encoder_layers > 0); accepted: its default."
                     )
             if self.norm != "rms":
-                raise ValueError(
+                raise ConfigError(
                     f"model.norm='{self.norm}' is not supported in a T5 encoder-decoder; accepted: 'rms'."
                 )
 
@@ -281,9 +283,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_config(preset: str, **overrides: Any) -> ModelConfig:
     """The named preset with `overrides` applied (e.g. dtype='bfloat16', remat='full')."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset '{preset}'; accepted: {sorted(PRESETS)}.")
+        raise ConfigError(f"unknown model preset '{preset}'; accepted: {sorted(PRESETS)}.")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"model has no option(s) {unknown}; accepted: {sorted(fields)}.")
+        raise ConfigError(f"model has no option(s) {unknown}; accepted: {sorted(fields)}.")
     return ModelConfig(**{**PRESETS[preset], **overrides})

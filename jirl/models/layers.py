@@ -11,6 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Logical names of the activations' dimensions, for `constrain`: hidden states [B, T, D], logits [B, T, V].
+ACTIVATIONS_BTD = ("activation_batch", "activation_length", "activation_embed")
+ACTIVATIONS_BTV = ("activation_batch", "activation_length", "activation_vocab")
+
 # constrain(x, logical_names) -> x, installed by whoever shards the model (jirl.sharding); None: no-op.
 _ACTIVATION_SHARDING: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "jirl_activation_sharding", default=None
@@ -99,6 +103,23 @@ def attention_mask(
     causal = kv_slots_BS[:, None, :] <= q_slots_BT[:, :, None]
     same_segment = kv_segments_BS[:, None, :] == q_segments_BT[:, :, None]
     return causal & same_segment
+
+
+def project_heads(h_BTD: jax.Array, p: dict[str, jax.Array], name: str) -> jax.Array:
+    """q/k/v heads [B, T, H, D]: h W_name (+ b_name when p has it), W_name [D_model, H, D]."""
+    dt = h_BTD.dtype
+    out = jnp.einsum("btd,dhk->bthk", h_BTD, p["w" + name].astype(dt))
+    return out + p["b" + name].astype(dt) if "b" + name in p else out
+
+
+def write_kv(
+    cache_k_BSKD: jax.Array, cache_v_BSKD: jax.Array, k_BTKD: jax.Array, v_BTKD: jax.Array, index: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The caches with T new keys/values written at slots index .. index + T - 1 (in the caches' dtype)."""
+    start = (0, index, 0, 0)
+    k = jax.lax.dynamic_update_slice(cache_k_BSKD, k_BTKD.astype(cache_k_BSKD.dtype), start)
+    v = jax.lax.dynamic_update_slice(cache_v_BSKD, v_BTKD.astype(cache_v_BSKD.dtype), start)
+    return k, v
 
 
 def dot_product_attention(

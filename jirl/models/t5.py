@@ -22,19 +22,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jirl.models import layers
+from jirl.models.blocks import causal_context, norm, project_outputs
 from jirl.models.config import ModelConfig
-from jirl.models.transformer import (
-    _ACTIVATIONS_BTD,
-    _REMAT_POLICIES,
-    _param,
-    _project,
-    causal_context,
-    norm,
-    project_outputs,
-)
+from jirl.models.stack import LayerSpecs, StackedLayers, param, run_layers
 
 
-def encoder_layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], float | None]]:
+def encoder_layer_specs(cfg: ModelConfig) -> LayerSpecs:
     """name -> (per-layer shape, logical axes, init std; None: ones) of an encoder layer."""
     d, h, k, hd, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
     specs = {
@@ -52,7 +45,7 @@ def encoder_layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tu
     return specs
 
 
-def decoder_layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], float | None]]:
+def decoder_layer_specs(cfg: ModelConfig) -> LayerSpecs:
     """An encoder layer's parameters plus cross-attention: cross_norm, cq, ck, cv, co."""
     d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     specs = encoder_layer_specs(cfg)
@@ -66,17 +59,6 @@ def decoder_layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tu
         }
     )
     return specs
-
-
-class StackedLayers(nnx.Module):
-    """`num_layers` layers' parameters, each stacked as [num_layers, ...]."""
-
-    def __init__(self, specs: dict[str, Any], num_layers: int, *, rngs: nnx.Rngs):
-        for name, (shape, axes, std) in specs.items():
-            setattr(self, name, _param(rngs.params(), (num_layers, *shape), ("layers", *axes), std))
-
-    def stacked(self) -> dict[str, jax.Array]:
-        return {n: getattr(self, n)[...] for n in vars(self) if isinstance(getattr(self, n), nnx.Param)}
 
 
 def position_bias(
@@ -95,10 +77,10 @@ def _attend(p, h_BTD, kv_BSD, mask_BTS, bias_BHTS, prefix: str, cache_kv=None):
 
     `cache_kv`: precomputed (k, v) [B, S, K, D] to attend to instead of projecting kv_BSD.
     """
-    dt = h_BTD.dtype
-    q = _project(h_BTD, p, prefix[1:] + "q")
+    dt, kind = h_BTD.dtype, prefix[1:]  # kind: "" for self-, "c" for cross-attention heads
+    q = layers.project_heads(h_BTD, p, kind + "q")
     if cache_kv is None:
-        k, v = _project(kv_BSD, p, prefix[1:] + "k"), _project(kv_BSD, p, prefix[1:] + "v")
+        k, v = layers.project_heads(kv_BSD, p, kind + "k"), layers.project_heads(kv_BSD, p, kind + "v")
     else:
         k, v = cache_kv
     out = layers.dot_product_attention(q, k.astype(dt), v.astype(dt), mask_BTS, 1.0, 0.0, bias_BHTS)
@@ -134,28 +116,15 @@ class EncoderDecoder(nnx.Module):
             raise ValueError("EncoderDecoder needs model.encoder_layers > 0; use Transformer for a decoder.")
         self.config = cfg
         d, h = cfg.embed_dim, cfg.num_heads
-        self.embed = _param(rngs.params(), (cfg.vocab_size, d), ("vocab", "embed"), 1.0)
-        self.encoder_bias = _param(rngs.params(), (cfg.relative_buckets, h), (None, "heads"), d**-0.5)
+        self.embed = param(rngs.params(), (cfg.vocab_size, d), ("vocab", "embed"), 1.0)
+        self.encoder_bias = param(rngs.params(), (cfg.relative_buckets, h), (None, "heads"), d**-0.5)
         self.encoder = StackedLayers(encoder_layer_specs(cfg), cfg.encoder_layers, rngs=rngs)
-        self.encoder_norm = _param(rngs.params(), (d,), ("embed",), None)
-        self.decoder_bias = _param(rngs.params(), (cfg.relative_buckets, h), (None, "heads"), d**-0.5)
+        self.encoder_norm = param(rngs.params(), (d,), ("embed",), None)
+        self.decoder_bias = param(rngs.params(), (cfg.relative_buckets, h), (None, "heads"), d**-0.5)
         self.decoder = StackedLayers(decoder_layer_specs(cfg), cfg.num_layers, rngs=rngs)
-        self.final_norm = _param(rngs.params(), (d,), ("embed",), None)
+        self.final_norm = param(rngs.params(), (d,), ("embed",), None)
         if not cfg.tie_embeddings:
-            self.unembed = _param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"), d**-0.5)
-
-    def _scan(self, body, x, stacked, extra=None):
-        cfg = self.config
-        if cfg.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-        if cfg.scan_layers:
-            return jax.lax.scan(body, x, (stacked, extra))
-        num = jax.tree.leaves(stacked)[0].shape[0]
-        outs = []
-        for i in range(num):
-            x, out = body(x, jax.tree.map(lambda a: a[i], (stacked, extra)))
-            outs.append(out)
-        return x, (None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))
+            self.unembed = param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"), d**-0.5)
 
     def encode(
         self,
@@ -174,16 +143,16 @@ class EncoderDecoder(nnx.Module):
             segment_ids = jnp.ones((b, s), jnp.int32)
         mask_BSS = segment_ids[:, None, :] == segment_ids[:, :, None]
         bias = position_bias(self.encoder_bias[...], positions, positions, True, cfg)
-        x = layers.constrain(jnp.take(self.embed[...], tokens_BS, axis=0).astype(dt), _ACTIVATIONS_BTD)
+        x = layers.constrain(jnp.take(self.embed[...], tokens_BS, axis=0).astype(dt), layers.ACTIVATIONS_BTD)
 
         def body(x, layer):
             p, _ = layer
             x = x + _attend(
                 p, norm(x, p, "attn_norm", cfg), norm(x, p, "attn_norm", cfg), mask_BSS, bias, "w"
             )
-            return layers.constrain(_mlp_residual(p, x, cfg), _ACTIVATIONS_BTD), None
+            return layers.constrain(_mlp_residual(p, x, cfg), layers.ACTIVATIONS_BTD), None
 
-        x, _ = self._scan(body, x, self.encoder.stacked())
+        x, _ = run_layers(body, x, self.encoder.stacked(), remat=cfg.remat, scan=cfg.scan_layers)
         return norm(x, {"encoder_norm": self.encoder_norm[...]}, "encoder_norm", cfg)
 
     def start_cache(
@@ -194,8 +163,8 @@ class EncoderDecoder(nnx.Module):
         b, s, _ = encoded_BSD.shape
         cache = init_cache(cfg, b, length, s)
         stacked = self.decoder.stacked()
-        k = jax.vmap(lambda p: _project(encoded_BSD, p, "ck"))({"wck": stacked["wck"]})
-        v = jax.vmap(lambda p: _project(encoded_BSD, p, "cv"))({"wcv": stacked["wcv"]})
+        k = jax.vmap(lambda p: layers.project_heads(encoded_BSD, p, "ck"))({"wck": stacked["wck"]})
+        v = jax.vmap(lambda p: layers.project_heads(encoded_BSD, p, "cv"))({"wcv": stacked["wcv"]})
         cache.update(
             cross_k=k.astype(cache["cross_k"].dtype),
             cross_v=v.astype(cache["cross_v"].dtype),
@@ -244,7 +213,7 @@ class EncoderDecoder(nnx.Module):
             kv_caches = (cache["k"], cache["v"], cache["cross_k"], cache["cross_v"])
         cross_mask_BTS = encoder_segment_ids[:, None, :] == segment_ids[:, :, None]
         bias = position_bias(self.decoder_bias[...], positions, kv_positions_BS, False, cfg)
-        x = layers.constrain(jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt), _ACTIVATIONS_BTD)
+        x = layers.constrain(jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt), layers.ACTIVATIONS_BTD)
 
         def body(x, layer):
             p, kv = layer
@@ -254,20 +223,18 @@ class EncoderDecoder(nnx.Module):
                 cross_kv = None
             else:
                 k_cache, v_cache, cross_k, cross_v = kv
-                k = jax.lax.dynamic_update_slice(
-                    k_cache, _project(h, p, "k").astype(k_cache.dtype), (0, start, 0, 0)
-                )
-                v = jax.lax.dynamic_update_slice(
-                    v_cache, _project(h, p, "v").astype(v_cache.dtype), (0, start, 0, 0)
-                )
+                new_k, new_v = layers.project_heads(h, p, "k"), layers.project_heads(h, p, "v")
+                k, v = layers.write_kv(k_cache, v_cache, new_k, new_v, start)
                 x = x + _attend(p, h, None, mask_BTS, bias, "w", (k, v))
                 kv, cross_kv = (k, v, cross_k, cross_v), (cross_k, cross_v)
             x = x + _attend(
                 p, norm(x, p, "cross_norm", cfg), encoded_BSD, cross_mask_BTS, None, "wc", cross_kv
             )
-            return layers.constrain(_mlp_residual(p, x, cfg), _ACTIVATIONS_BTD), kv
+            return layers.constrain(_mlp_residual(p, x, cfg), layers.ACTIVATIONS_BTD), kv
 
-        x, new_kv = self._scan(body, x, self.decoder.stacked(), kv_caches)
+        x, new_kv = run_layers(
+            body, x, self.decoder.stacked(), kv_caches, remat=cfg.remat, scan=cfg.scan_layers
+        )
         x = norm(x, {"final_norm": self.final_norm[...]}, "final_norm", cfg)
         if cfg.tie_embeddings:
             x = x * jnp.asarray(cfg.embed_dim**-0.5, dt)

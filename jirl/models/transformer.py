@@ -1,39 +1,25 @@
 """A Llama-style decoder-only transformer as a Flax NNX module.
 
-Per-layer parameters are stacked on a leading `layers` axis, so the same parameters serve a
-`lax.scan` over layers (fast compiles) or an unrolled loop; every parameter carries logical
-axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`) for sharding.
+Per-layer parameters are stacked on a leading `layers` axis (`stack.StackedLayers`), so the same
+parameters serve a `lax.scan` over layers (fast compiles) or an unrolled loop; every parameter
+carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`) for sharding.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jirl.models import layers
+from jirl.models.blocks import causal_context, norm, project_outputs
 from jirl.models.config import ModelConfig
-
-_ACTIVATIONS_BTD = ("activation_batch", "activation_length", "activation_embed")
-_ACTIVATIONS_BTV = ("activation_batch", "activation_length", "activation_vocab")
-
-_REMAT_POLICIES = {
-    "full": None,  # save nothing but the layer inputs
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+from jirl.models.stack import LayerSpecs, StackedLayers, param, run_layers
 
 
-def _param(
-    key: jax.Array, shape: tuple[int, ...], axes: tuple[str | None, ...], std: float | None
-) -> nnx.Param:
-    """A float32 parameter: normal(0, std) (zeros for std 0) or ones when std is None, with logical axes."""
-    value = jnp.ones(shape, jnp.float32) if std is None else std * jax.random.normal(key, shape, jnp.float32)
-    return nnx.Param(value, sharding_names=axes, eager_sharding=False)
-
-
-def layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], float | None]]:
+def layer_specs(cfg: ModelConfig) -> LayerSpecs:
     """name -> (per-layer shape, logical axes, init std: None for ones, 0 for zeros).
 
     Bias and extra norm parameters exist only when the config asks for them.
@@ -77,14 +63,6 @@ def layer_specs(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str,
     return specs
 
 
-def norm(x_BTD: jax.Array, p: dict[str, jax.Array], name: str, cfg: ModelConfig) -> jax.Array:
-    """The config's norm with parameters p[name] (and p[name + '_bias'] for LayerNorm)."""
-    if cfg.norm == "layer":
-        return layers.layer_norm(x_BTD, p[name], p[name + "_bias"], cfg.norm_eps)
-    scale = 1.0 + p[name] if cfg.norm == "rms_plus_one" else p[name]
-    return layers.rms_norm(x_BTD, scale, cfg.norm_eps)
-
-
 def rope_inv_freq(cfg: ModelConfig):
     """RoPE inverse frequencies [head_dim / 2] when scaled (Llama 3), else None (theta^(-2i/D))."""
     if cfg.rope_scaling == "llama3":
@@ -97,28 +75,6 @@ def rope_inv_freq(cfg: ModelConfig):
             cfg.rope_original_max_len,
         )
     return None
-
-
-class DecoderLayers(nnx.Module):
-    """All decoder layers' parameters, each stacked as [num_layers, ...]."""
-
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        for name, (shape, axes, std) in layer_specs(cfg).items():
-            setattr(self, name, _param(rngs.params(), (cfg.num_layers, *shape), ("layers", *axes), std))
-
-    def stacked(self) -> dict[str, jax.Array]:
-        return {
-            name: getattr(self, name)[...]
-            for name in vars(self)
-            if isinstance(getattr(self, name), nnx.Param)
-        }
-
-
-def _project(h_BTD: jax.Array, p: dict[str, jax.Array], name: str) -> jax.Array:
-    """x W_name (+ b_name when present): [B, T, heads, head_dim]."""
-    dt = h_BTD.dtype
-    out = jnp.einsum("btd,dhk->bthk", h_BTD, p["w" + name].astype(dt))
-    return out + p["b" + name].astype(dt) if "b" + name in p else out
 
 
 def decoder_block(
@@ -136,16 +92,13 @@ def decoder_block(
     """
     dt = x_BTD.dtype
     h = norm(x_BTD, p, "attn_norm", cfg)
-    q, k, v = _project(h, p, "q"), _project(h, p, "k"), _project(h, p, "v")
+    q, k, v = (layers.project_heads(h, p, name) for name in ("q", "k", "v"))
     if cfg.position_embedding == "rope":
         inv_freq = rope_inv_freq(cfg)
         q = layers.apply_rope(q, positions_BT, cfg.rope_theta, inv_freq)
         k = layers.apply_rope(k, positions_BT, cfg.rope_theta, inv_freq)
     if kv_cache is not None:
-        k_cache, v_cache = kv_cache
-        start = (0, cache_index, 0, 0)
-        k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-        v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
+        k, v = layers.write_kv(*kv_cache, k, v, cache_index)
         kv_cache = (k, v)
     scale = cfg.query_scale**-0.5 if cfg.query_scale > 0 else None
     attn = layers.dot_product_attention(q, k.astype(dt), v.astype(dt), mask_BTS, scale, cfg.attn_softcap)
@@ -174,46 +127,6 @@ def init_cache(cfg: ModelConfig, batch_size: int, length: int) -> dict[str, jax.
     }
 
 
-def project_outputs(out: Any, projection: layers.OutputProjection, cached: bool):
-    """A `hidden` method's output (h_BTD, or (h_BTD, new cache) when `cached`) with h projected to logits."""
-    h_BTD, new_cache = out if cached else (out, None)
-    logits_BTV = layers.constrain(layers.project(h_BTD, projection), _ACTIVATIONS_BTV)
-    return (logits_BTV, new_cache) if cached else logits_BTV
-
-
-class CausalContext(NamedTuple):
-    """What a (cached) causal self-attention step needs; see `causal_context`."""
-
-    start: jax.Array  # the cache slot of the first new token (0 without a cache)
-    q_slots_BT: jax.Array
-    positions_BT: jax.Array
-    segment_ids_BT: jax.Array
-    kv_slots_BS: jax.Array
-    kv_segments_BS: jax.Array
-    mask_BTS: jax.Array
-
-
-def causal_context(
-    b: int, t: int, positions: jax.Array | None, segment_ids: jax.Array | None, cache: dict | None
-) -> CausalContext:
-    """Slots, defaults (positions = slots, one segment) and the causal same-segment mask of T new
-    tokens, over themselves or, with a cache, over every cache slot (the new ones written in)."""
-    start = jnp.zeros((), jnp.int32) if cache is None else cache["index"]
-    q_slots_BT = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-    positions = q_slots_BT if positions is None else positions
-    segment_ids = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
-    if cache is None:
-        kv_slots_BS, kv_segments_BS = q_slots_BT, segment_ids
-    else:
-        kv_segments_BS = jax.lax.dynamic_update_slice(
-            cache["segment_ids"], segment_ids.astype(jnp.int32), (0, start)
-        )
-        slots_S = jnp.arange(kv_segments_BS.shape[1], dtype=jnp.int32)
-        kv_slots_BS = jnp.broadcast_to(slots_S, kv_segments_BS.shape)
-    mask_BTS = layers.attention_mask(q_slots_BT, segment_ids, kv_slots_BS, kv_segments_BS)
-    return CausalContext(start, q_slots_BT, positions, segment_ids, kv_slots_BS, kv_segments_BS, mask_BTS)
-
-
 class Transformer(nnx.Module):
     """logits_BTV = model(tokens_BT, positions=..., segment_ids=...); with cache=, also the new cache.
 
@@ -226,16 +139,16 @@ class Transformer(nnx.Module):
         # Untied: unit-variance embeddings, so token identity is not drowned by the residual branches
         # at init. Tied: d^-1/2, so that the initial logits have unit scale.
         embed_std = cfg.embed_dim**-0.5 if cfg.tie_embeddings else 1.0
-        self.embed = _param(rngs.params(), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), embed_std)
+        self.embed = param(rngs.params(), (cfg.vocab_size, cfg.embed_dim), ("vocab", "embed"), embed_std)
         if cfg.position_embedding == "learned":
-            self.pos_embed = _param(rngs.params(), (cfg.max_len, cfg.embed_dim), (None, "embed"), 0.02)
-        self.layers = DecoderLayers(cfg, rngs=rngs)
+            self.pos_embed = param(rngs.params(), (cfg.max_len, cfg.embed_dim), (None, "embed"), 0.02)
+        self.layers = StackedLayers(layer_specs(cfg), cfg.num_layers, rngs=rngs)
         norm_init = 0.0 if cfg.norm == "rms_plus_one" else None
-        self.final_norm = _param(rngs.params(), (cfg.embed_dim,), ("embed",), norm_init)
+        self.final_norm = param(rngs.params(), (cfg.embed_dim,), ("embed",), norm_init)
         if cfg.norm == "layer":
-            self.final_norm_bias = _param(rngs.params(), (cfg.embed_dim,), ("embed",), 0.0)
+            self.final_norm_bias = param(rngs.params(), (cfg.embed_dim,), ("embed",), 0.0)
         if not cfg.tie_embeddings:
-            self.unembed = _param(
+            self.unembed = param(
                 rngs.params(), (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), cfg.embed_dim**-0.5
             )
 
@@ -278,26 +191,22 @@ class Transformer(nnx.Module):
             x = x * jnp.asarray(cfg.embed_dim**0.5, dt)
         if cfg.position_embedding == "learned":
             x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dt)
-        x = layers.constrain(x, _ACTIVATIONS_BTD)
+        x = layers.constrain(x, layers.ACTIVATIONS_BTD)
 
         def body(x, layer):
-            params, kv, is_global = layer
+            params, (kv, is_global) = layer
             mask = mask_BTS if cfg.sliding_window <= 0 else jnp.where(is_global, mask_BTS, local_mask_BTS)
             x, kv = decoder_block(params, x, positions, mask, cfg, kv, start)
-            return layers.constrain(x, _ACTIVATIONS_BTD), kv
+            return layers.constrain(x, layers.ACTIVATIONS_BTD), kv
 
-        if cfg.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-        stacked = self.layers.stacked()
-        if cfg.scan_layers:
-            x, new_kv = jax.lax.scan(body, x, (stacked, kv_caches, is_global_L))
-        else:
-            outs = []
-            for i in range(cfg.num_layers):
-                layer = jax.tree.map(lambda a: a[i], (stacked, kv_caches, is_global_L))
-                x, kv = body(x, layer)
-                outs.append(kv)
-            new_kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+        x, new_kv = run_layers(
+            body,
+            x,
+            self.layers.stacked(),
+            (kv_caches, is_global_L),
+            remat=cfg.remat,
+            scan=cfg.scan_layers,
+        )
 
         final = {"final_norm": self.final_norm[...]}
         if cfg.norm == "layer":

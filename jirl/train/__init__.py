@@ -1,19 +1,16 @@
-"""Training: state, optimizer, the jitted step, the loop and metric writers."""
+"""Training: state, the jitted step, online sampling, checkpoints, the loop and its writers."""
 
-from jirl.train.loop import head_options, loss_function, model_config, train
-from jirl.train.optimizer import make_optimizer
-from jirl.train.state import TrainState, create_train_state
-from jirl.train.step import check_batch, make_eval_step, make_train_step
+from jirl.train.loop import train
+from jirl.train.state import TrainState, create_sharded_train_state, create_train_state
+from jirl.train.step import TrainStep, check_batch, make_eval_step, make_train_step
 
 __all__ = [
     "TrainState",
+    "TrainStep",
     "check_batch",
+    "create_sharded_train_state",
     "create_train_state",
-    "head_options",
-    "loss_function",
     "make_eval_step",
-    "make_optimizer",
     "make_train_step",
-    "model_config",
     "train",
 ]

@@ -16,6 +16,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jirl.errors import ConfigError
+
 
 def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
     """Every process's data-iterator state, in process order (each process reads its own slice)."""
@@ -42,7 +44,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, keep: int):
         if keep < 1:
-            raise ValueError(f"checkpoint.keep={keep} must be at least 1.")
+            raise ConfigError(f"checkpoint.keep={keep} must be at least 1.")
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -90,7 +92,7 @@ class Checkpointer:
             return step, restored.state, _this_process(restored.data)
         if self.manager.all_steps():
             self.close()
-            raise ValueError(
+            raise ConfigError(
                 f"no checkpoint in {self.directory} can be restored for this config (steps "
                 f"{sorted(self.manager.all_steps())}); resume with the config that wrote them, or use a "
                 "new --workdir. They were left untouched."

@@ -1,6 +1,6 @@
 """Policy batches for online IQLearn: the model's own responses to the prompts of the expert batch.
 
-Every `loss.sample_every` steps the current parameters sample one response per expert example
+Every `online.sample_every` steps the current parameters sample one response per expert example
 (same prompt); the (prompt, sampled response) examples are packed into a batch of the expert
 batch's shape, with `loss_mask` on the sampled tokens (EOS included when the model ended).
 Between samplings the last policy batch is reused. For an encoder-decoder the prompts are the
@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jirl import sampling
+from jirl.errors import ConfigError
 
 KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 ENCODER_KEYS = ("encoder_inputs", "encoder_segment_ids", "encoder_positions")
@@ -123,7 +124,7 @@ class PolicySampler:
     def __init__(self, graphdef: nnx.GraphDef, tokenizer: Any, *, every: int, max_new_tokens: int,
                  temperature: float, seed: int):  # fmt: skip
         if every < 1:
-            raise ValueError(f"loss.sample_every={every} must be at least 1.")
+            raise ConfigError(f"online.sample_every={every} must be at least 1.")
         self.graphdef, self.tokenizer = graphdef, tokenizer
         self.every, self.max_new_tokens, self.temperature, self.seed = (
             every,

@@ -1,7 +1,9 @@
-"""The jitted train and eval steps, generic over the objective `(stats, batch) -> (loss, metrics)`.
+"""The jitted train and eval steps, generic over the objective `(stats, batch[, policy]) -> (loss, metrics)`.
 
-The model's forward pass gives the objective its per-position TokenStats (`jirl.forward`): from the
-full logits (vocab_chunk = 0) or from the hidden states in vocabulary chunks.
+The step reads two named streams: the expert batch, always, and the policy batch (the model's own
+samples) when the objective is online. The model's forward pass gives the objective each stream's
+per-position TokenStats (`jirl.forward`): from the full logits (vocab_chunk = 0) or from the hidden
+states in vocabulary chunks.
 
 On one device or sharded over a mesh (jirl.sharding), with optional gradient accumulation.
 """
@@ -16,9 +18,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jirl import forward, models, sharding
+from jirl import forward, losses, sharding
+from jirl.errors import ConfigError
+from jirl.experiment import Run
 from jirl.models import layers
-from jirl.train.state import TrainState, create_train_state
+from jirl.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask")
 OPTIONAL_KEYS = ("segment_ids", "positions")
@@ -29,14 +33,14 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
     """Host-side checks before a batch reaches the device: keys, shapes and token ids."""
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"batch is missing key(s) {missing}; a batch needs {list(BATCH_KEYS)} "
             f"and may have {list(OPTIONAL_KEYS)}."
         )
     shape = np.shape(batch["inputs"])
     for key in (*BATCH_KEYS, *OPTIONAL_KEYS):
         if key in batch and np.shape(batch[key]) != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"batch['{key}'] has shape {np.shape(batch[key])}; every batch array "
                 f"must have the shape of batch['inputs'], {shape}."
             )
@@ -44,7 +48,7 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
         enc_shape = np.shape(batch["encoder_inputs"])
         for key in ENCODER_KEYS:
             if key in batch and (np.shape(batch[key]) != enc_shape or enc_shape[0] != shape[0]):
-                raise ValueError(
+                raise ConfigError(
                     f"batch['{key}'] has shape {np.shape(batch[key])}; encoder arrays must share the "
                     f"shape of batch['encoder_inputs'], {enc_shape}, with the batch size of "
                     f"batch['inputs'], {shape[0]}."
@@ -56,7 +60,7 @@ def check_batch(batch: Mapping[str, np.ndarray], vocab_size: int) -> None:
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(
+            raise ConfigError(
                 f"batch['{key}'] holds token id {bad}, outside the model vocabulary "
                 f"[0, {vocab_size}); check the tokenizer against model.vocab_size."
             )
@@ -73,15 +77,39 @@ def _is_count(key: str) -> bool:
     return key == "tokens" or key.endswith("_tokens")
 
 
-def _stats_fn(graphdef: nnx.GraphDef, loss_fn: Callable, head: forward.HeadOptions) -> Callable:
-    """(params, batch) -> TokenStats, with the mean logit when the objective needs it."""
-    mean_logit = bool(getattr(loss_fn, "needs_mean_logit", False))
-    return lambda params, batch: forward.token_stats(graphdef, params, batch, head, mean_logit=mean_logit)
+def _loss_fn(graphdef: nnx.GraphDef, objective: Callable, head: forward.HeadOptions) -> Callable:
+    """(params, expert, policy | None) -> (loss, metrics): each stream through the head, then the
+    objective."""
+    mean_logit = bool(getattr(objective, "needs_mean_logit", False))
+
+    def stream(params, batch) -> losses.Stream:
+        return losses.Stream(forward.token_stats(graphdef, params, batch, head, mean_logit=mean_logit), batch)
+
+    def loss_of(params, expert, policy):
+        if policy is None:
+            return objective(*stream(params, expert))
+        return objective(*stream(params, expert), policy=stream(params, policy))
+
+    return loss_of
+
+
+class TrainStep:
+    """`step(state, expert, policy=None) -> (state, metrics)`: the jitted step with the policy stream
+    optional; `step.lower(state, expert, policy=None)` lowers it (ahead-of-time compilation)."""
+
+    def __init__(self, jitted: Callable):
+        self._jitted = jitted
+
+    def __call__(self, state: TrainState, expert: Mapping[str, Any], policy: Mapping[str, Any] | None = None):
+        return self._jitted(state, expert, policy)
+
+    def lower(self, state: Any, expert: Any, policy: Any = None):
+        return self._jitted.lower(state, expert, policy)
 
 
 def make_train_step(
     graphdef: nnx.GraphDef,
-    loss_fn: Callable,
+    objective: Callable,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     *,
@@ -90,8 +118,11 @@ def make_train_step(
     mesh: jax.sharding.Mesh | None = None,
     state_shardings: Any = None,
     rules: Mapping[str, Any] | None = None,
-) -> Callable:
-    """A jitted `(state, batch) -> (state, metrics)`; the state is donated.
+) -> TrainStep:
+    """A jitted `(state, expert, policy=None) -> (state, metrics)`; the state is donated.
+
+    expert: the demonstrations' batch; policy: a batch of the model's own samples, which an online
+    objective (`objective.needs_policy`) reads and every other objective refuses.
 
     head: how the objective's statistics are computed (jirl.forward.HeadOptions): from the full
     logits (vocab_chunk=0), or in vocabulary chunks from the hidden states.
@@ -112,40 +143,31 @@ def make_train_step(
     constrain_fn = None if mesh is None else sharding.activation_constrainer(mesh, rules)
     grad_shardings = None if mesh is None else state_shardings.params
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh, rules)
-    stats_of = _stats_fn(graphdef, loss_fn, head)
+    loss_of = _loss_fn(graphdef, objective, head)
+    needs_policy = bool(getattr(objective, "needs_policy", False))
 
-    def loss_and_grads(params, batch):
-        def loss_of(p):
-            if "policy" not in batch:
-                return loss_fn(stats_of(p, batch), batch)
-            expert = {k: v for k, v in batch.items() if k != "policy"}  # online: policy samples too
-            return loss_fn(
-                stats_of(p, expert),
-                expert,
-                policy_stats=stats_of(p, batch["policy"]),
-                policy_batch=batch["policy"],
-            )
-
-        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    def loss_and_grads(params, streams):
+        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params, *streams)
         if grad_shardings is not None:
             grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
         return loss, metrics, grads
 
-    def accumulated(params, batch):
-        b = jax.tree.leaves(batch)[0].shape[0]
+    def accumulated(params, streams):
+        """Gradient accumulation over M strided slices of every stream's rows."""
+        b = jax.tree.leaves(streams[0])[0].shape[0]
         if b % microbatches:
-            raise ValueError(
+            raise ConfigError(
                 f"the batch size {b} is not divisible by train.microbatches={microbatches}; "
                 "microbatches must divide train.batch_size."
             )
-        micro = jax.tree.map(lambda x: _split_microbatches(x, microbatches), batch)
+        micro = jax.tree.map(lambda x: _split_microbatches(x, microbatches), streams)
         if mesh is not None and (b // microbatches) % sharding.data_parallel_size(mesh, rules) == 0:
             spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
             micro = jax.lax.with_sharding_constraint(micro, jax.NamedSharding(mesh, spec))
         first = jax.tree.map(lambda x: x[0], micro)
         _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, first)
         if "tokens" not in metrics_shape:
-            raise ValueError(
+            raise ConfigError(
                 f"train.microbatches={microbatches} needs the loss to report metrics['tokens'] "
                 "(its mask sum) to weight the slices; use microbatches=1 for this loss."
             )
@@ -169,12 +191,21 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g * inv_n, grad_sums)
         return loss_sum * inv_n, metrics, grads
 
-    def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    def train_step(
+        state: TrainState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array] | None
+    ):
+        if needs_policy != (policy is not None):
+            raise ValueError(
+                f"the objective {'reads' if needs_policy else 'reads no'} policy batch, but the step was "
+                f"{'not ' if policy is None else ''}given one; online objectives (loss.alpha > 0) take "
+                "step(state, expert, policy), offline ones step(state, expert)."
+            )
+        streams = (expert, policy)
         with layers.activation_sharding(constrain_fn):
             if microbatches == 1:
-                loss, metrics, grads = loss_and_grads(state.params, batch)
+                loss, metrics, grads = loss_and_grads(state.params, streams)
             else:
-                loss, metrics, grads = accumulated(state.params, batch)
+                loss, metrics, grads = accumulated(state.params, streams)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(
@@ -183,55 +214,45 @@ def make_train_step(
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     if mesh is None:
-        return jax.jit(train_step, donate_argnums=0)
-    return jax.jit(
-        train_step,
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
+        return TrainStep(jax.jit(train_step, donate_argnums=0))
+    return TrainStep(
+        jax.jit(
+            train_step,
+            in_shardings=(state_shardings, batch_sharding, batch_sharding),
+            out_shardings=(state_shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
     )
 
 
-def sharded_state_target(
-    model_cfg: models.ModelConfig,
-    tx: optax.GradientTransformation,
-    mesh: jax.sharding.Mesh,
-    rules: Mapping[str, Any] | None = None,
-) -> tuple[nnx.GraphDef, TrainState, TrainState]:
-    """(graphdef, abstract state, state shardings) without allocating anything.
-
-    The abstract state's ShapeDtypeStructs carry the shardings: a restore target for orbax.
-    """
-    abstract_model = nnx.eval_shape(lambda: models.create(model_cfg, seed=0))
-    graphdef, _ = models.split(abstract_model)
-    shapes = jax.eval_shape(lambda: create_train_state(model_cfg, tx, seed=0)[1])
-    shardings = sharding.state_shardings(shapes, models.logical_axes(abstract_model), mesh, tx, rules)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-    return graphdef, target, shardings
-
-
-def create_sharded_train_state(
-    model_cfg: models.ModelConfig,
-    tx: optax.GradientTransformation,
-    seed: int,
-    mesh: jax.sharding.Mesh,
-    rules: Mapping[str, Any] | None = None,
-) -> tuple[nnx.GraphDef, TrainState, TrainState]:
-    """(graphdef, state, state shardings): the initial state made by one jit whose outputs are
-    already sharded, so the full model never sits on one device. Same values as create_train_state."""
-    graphdef, _, shardings = sharded_state_target(model_cfg, tx, mesh, rules)
-    init = jax.jit(lambda: create_train_state(model_cfg, tx, seed)[1], out_shardings=shardings)
-    return graphdef, init(), shardings
+def run_train_step(run: Run, graphdef: nnx.GraphDef, state_shardings: TrainState) -> TrainStep:
+    """The sharded train step a Run describes: its objective, optimizer, head, microbatches, mesh, rules."""
+    return make_train_step(
+        graphdef,
+        run.objective,
+        run.tx,
+        run.schedule,
+        head=run.head,
+        microbatches=run.microbatches,
+        mesh=run.mesh,
+        state_shardings=state_shardings,
+        rules=run.rules,
+    )
 
 
 def make_eval_step(
-    graphdef: nnx.GraphDef, loss_fn: Callable, *, head: forward.HeadOptions = forward.DEFAULT_HEAD
+    graphdef: nnx.GraphDef, objective: Callable, *, head: forward.HeadOptions = forward.DEFAULT_HEAD
 ) -> Callable:
-    """A jitted `(params, batch) -> metrics` (the loss's metrics, no update)."""
-    stats_of = _stats_fn(graphdef, loss_fn, head)
+    """A jitted `(params, expert) -> metrics` (the loss's metrics on the expert stream, no update).
 
-    def eval_step(params: Any, batch: Mapping[str, jax.Array]):
-        loss, metrics = loss_fn(stats_of(params, batch), batch)
+    An online objective is evaluated on the expert stream alone, with its offline terms (alpha = 0).
+    """
+    if getattr(objective, "needs_policy", False):
+        objective = losses.get(objective.name, **dict(objective.options, alpha=0.0))
+    loss_of = _loss_fn(graphdef, objective, head)
+
+    def eval_step(params: Any, expert: Mapping[str, jax.Array]):
+        loss, metrics = loss_of(params, expert, None)
         return dict(metrics, loss=loss)
 
     return jax.jit(eval_step)

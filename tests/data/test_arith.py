@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jirl.data import arith
-from jirl.evaluation import extract_answer
+from jirl.data.answers import extract_answer
 
 
 def _problems(seed, n):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jirl.data import arith_builder, get_task
-from jirl.evaluation import extract_answer
+from jirl.data.answers import extract_answer
 
 SIZES = {"train": 64, "validation": 16, "test": 16}
 

@@ -17,7 +17,7 @@ from jirl.data import (
     tokenize_seq2seq_example,
     truncate,
 )
-from jirl.evaluation import extract_answer
+from jirl.data.answers import extract_answer
 
 tok = ByteTokenizer()
 task = get_task("arith")

@@ -9,8 +9,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tra
 from configs import load_arith  # noqa: E402
 
 from jirl import losses, models  # noqa: E402
-from jirl.train import loss_function, model_config  # noqa: E402
-from jirl.train.loop import HEAD_KEYS, SAMPLING_KEYS  # noqa: E402
+from jirl.experiment import make_objective, model_config  # noqa: E402
+from jirl.forward import HeadOptions  # noqa: E402
 
 
 def test_objectives_differ_only_under_loss():
@@ -34,8 +34,8 @@ def test_config_builds_its_model_and_loss(objective):
         section, name = key.split(".")
         assert name in config[section], key
     assert model_config(config).num_params() == models.get_config("small").num_params()
-    loss_function(config)
-    assert set(config.loss) - {"name", *SAMPLING_KEYS, *HEAD_KEYS} == set(losses.options(config.loss.name))
+    make_objective(config)
+    assert set(config.loss) - {"name", *HeadOptions.keys()} == set(losses.options(config.loss.name))
 
 
 def test_unknown_objective_is_named():

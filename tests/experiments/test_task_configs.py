@@ -6,9 +6,8 @@ import os
 import pytest
 
 from jirl import data, losses
-from jirl.experiment import load_config
-from jirl.train import loss_function, model_config
-from jirl.train.loop import HEAD_KEYS, SAMPLING_KEYS
+from jirl.experiment import load_config, make_objective, model_config
+from jirl.forward import HeadOptions
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "experiments")
 FILES = {
@@ -37,8 +36,8 @@ def test_objective_is_one_block(name):
     task = data.get_task(config.task.name)
     assert config.eval.split in task.splits
     assert model_config(config, tokenizer_vocab_size=8000).vocab_size in (259, 8000)
-    assert set(config.loss) - {"name", *SAMPLING_KEYS, *HEAD_KEYS} == set(losses.options("iqlearn"))
-    loss_function(config)
+    assert set(config.loss) - {"name", *HeadOptions.keys()} == set(losses.options("iqlearn"))
+    make_objective(config)
 
 
 def test_summarize_names_its_tasks():

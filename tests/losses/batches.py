@@ -34,11 +34,7 @@ def on_logits(objective):
         stats = lambda z, b: head.from_logits(z, b, mean_logit=objective.needs_mean_logit)  # noqa: E731
         if policy_logits is None and policy_batch is None:
             return objective(stats(logits, batch), batch)
-        return objective(
-            stats(logits, batch),
-            batch,
-            policy_stats=stats(policy_logits, policy_batch),
-            policy_batch=policy_batch,
-        )
+        policy = head.Stream(stats(policy_logits, policy_batch), policy_batch)
+        return objective(stats(logits, batch), batch, policy=policy)
 
     return fn

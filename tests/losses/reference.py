@@ -1,4 +1,4 @@
-"""Independent float64 NumPy forms of the objectives, written loop-by-loop from DESIGN.md."""
+"""Independent float64 NumPy forms of the objectives, written loop-by-loop from docs/architecture.md."""
 
 import numpy as np
 

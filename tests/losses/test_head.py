@@ -53,7 +53,7 @@ def _loss(objective, stats_fn, vocab_axis, softcap, expert, policy):
         stats = stats_fn(h, w, expert, vocab_axis, softcap, mean)
         if objective.options.get("alpha"):
             pstats = stats_fn(hp, w, policy, vocab_axis, softcap, mean)
-            return objective(stats, expert, policy_stats=pstats, policy_batch=policy)
+            return objective(stats, expert, policy=losses.Stream(pstats, policy))
         return objective(stats, expert)
 
     return loss

@@ -196,7 +196,7 @@ def test_bad_batches_are_named():
         fn(jnp.asarray(logits), {"targets": batch["targets"]})
     with pytest.raises(ValueError, match=r"'targets'\] has shape"):
         fn(jnp.asarray(logits), dict(batch, targets=batch["targets"][:, :-1]))
-    with pytest.raises(ValueError, match="needs policy_stats"):
+    with pytest.raises(ValueError, match="needs the policy stream"):
         on_logits(losses.get("iqlearn", alpha=0.1))(jnp.asarray(logits), batch)
     with pytest.raises(ValueError, match=r"not logits.*from_logits.*shape \(3, 12, 7\)"):
         losses.get("iqlearn")(jnp.asarray(logits), batch)  # the old contract is refused by name

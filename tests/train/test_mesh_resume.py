@@ -12,7 +12,8 @@ import pytest
 from configs import ARITH, ROOT, load_arith
 
 from jirl import models
-from jirl.train import create_train_state, make_optimizer
+from jirl.optimizer import make_optimizer
+from jirl.train import create_train_state
 from jirl.train.checkpoint import Checkpointer, abstract
 from jirl.train.metrics_writer import read_metrics
 

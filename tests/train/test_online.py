@@ -1,6 +1,7 @@
 """Online IQLearn: prompts recovered from packed batches, policy batches packed right, the loop samples."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -73,12 +74,16 @@ def test_pack_places_examples_with_the_mask_on_responses():
 
 def test_the_loop_trains_on_its_own_samples(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, steps=2)
-    config.loss.update(alpha=0.1, sample_every=1, sample_max_tokens=16)
+    config.loss.alpha = 0.1
+    config.online.update(sample_every=1, max_new_tokens=16)
     config.train.log_every = 1
-    config.eval.every = 0
+    config.eval.update(every=2, loss_batches=1)  # evaluated on the expert stream, offline terms
     train(config, str(tmp_path), progress=False)
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
+    last = records[-1]
+    assert "eval_policy_tokens" not in last
+    assert last["eval_loss"] == pytest.approx(last["eval_nll"] + 0.1 * last["eval_td_reg"], abs=1e-5)
     for r in records:
         assert r["policy_tokens"] > 0 and r["sample_tokens"] > 0 and r["sample_seconds"] > 0
         assert "value_gap" in r  # the online form of the loss ran
@@ -89,7 +94,8 @@ def test_the_loop_trains_on_its_own_samples(tiny_data_dir, tmp_path):
 def test_the_loop_trains_a_t5_on_its_own_samples(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, steps=2)
     config.model.preset = "t5_tiny"
-    config.loss.update(alpha=0.1, sample_every=1, sample_max_tokens=16)
+    config.loss.alpha = 0.1
+    config.online.update(sample_every=1, max_new_tokens=16)
     config.train.log_every = 1
     config.eval.every = 0
     train(config, str(tmp_path), progress=False)
@@ -107,3 +113,16 @@ def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
     config.train.microbatches = 2
     with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
         train(config, str(tmp_path), progress=False)
+
+
+@pytest.mark.parametrize(
+    "old, new", [("sample_every", "sample_every"), ("sample_temperature", "temperature"),
+                 ("sample_max_tokens", "max_new_tokens")],
+)  # fmt: skip
+def test_the_old_sampling_keys_say_where_they_moved(tiny_data_dir, tmp_path, old, new):
+    config = tiny_config(tiny_data_dir, steps=1)
+    config.unlock()
+    config.loss[old] = 1
+    with pytest.raises(ValueError, match=rf"loss.{old} has moved to online.{new}; set it there."):
+        train(config, str(tmp_path), progress=False)
+    assert not os.listdir(tmp_path)

@@ -11,7 +11,8 @@ import numpy as np
 from configs import ARITH, ROOT
 
 from jirl import models
-from jirl.train import create_train_state, make_optimizer
+from jirl.optimizer import make_optimizer
+from jirl.train import create_train_state
 from jirl.train.checkpoint import Checkpointer, abstract
 from jirl.train.metrics_writer import read_metrics
 

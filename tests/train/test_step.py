@@ -7,7 +7,8 @@ import pytest
 from configs import load_arith
 
 from jirl import losses, models
-from jirl.train import check_batch, create_train_state, make_eval_step, make_optimizer, make_train_step
+from jirl.optimizer import make_optimizer
+from jirl.train import check_batch, create_train_state, make_eval_step, make_train_step
 
 TRAIN = load_arith().train
 TRAIN.update(learning_rate=1e-2, warmup_steps=0)

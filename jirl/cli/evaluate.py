@@ -15,43 +15,12 @@ import os
 from typing import Any
 
 import jax
-from ml_collections import ConfigDict
 
 from jirl import data, sampling
+from jirl.data.answers import extract_answer
+from jirl.errors import ConfigError
 from jirl.evaluation import diversity, quality, rewards
-from jirl.evaluation.answers import extract_answer
-from jirl.train.checkpoint import Checkpointer
-from jirl.train.loop import head_options, make_mesh, model_config, run_tokenizer
-from jirl.train.optimizer import make_optimizer
-from jirl.train.step import sharded_state_target
-
-
-def load_run(workdir: str) -> dict[str, Any]:
-    """The config, task, tokenizer, model and latest params of the run in `workdir`."""
-    config_path = os.path.join(workdir, "config.json")
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if not os.path.isfile(config_path) or not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
-        raise ValueError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
-    with open(config_path) as f:
-        config = ConfigDict(json.load(f))
-    task = data.get_task(config.task.name)
-    data_dir = os.path.expanduser(config.task.data_dir)
-    tokenizer = run_tokenizer(config, task, data_dir)
-    cfg_model = model_config(config, tokenizer.vocab_size)
-    tx, _ = make_optimizer(config.train)
-    mesh, rules = make_mesh(config)
-    graphdef, target, _ = sharded_state_target(cfg_model, tx, mesh, rules)
-    checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
-    try:
-        restored = checkpointer.restore_latest(target)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise ValueError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
-    step, state, _ = restored
-    return dict(config=config, task=task, tokenizer=tokenizer, graphdef=graphdef, params=state.params,
-                model_config=cfg_model,
-                step=step, data_dir=data_dir)  # fmt: skip
+from jirl.train.workdir import Trained, load_trained
 
 
 def _sample_metric(kind: str, sample: str, reference: str) -> float:
@@ -63,15 +32,16 @@ def _sample_metric(kind: str, sample: str, reference: str) -> float:
     return quality.chrf([sample], [reference]) / 100.0
 
 
-def _sample(run, prompt_ids, k, *, temperature, top_k, top_p, max_new_tokens, seed):
+def _sample(trained: Trained, prompt_ids, k, *, temperature, top_k, top_p, max_new_tokens, seed):
     """K samples per prompt: (texts [P][K], entropies per sample)."""
     repeated = [p for p in prompt_ids for _ in range(k)]
+    tokenizer = trained.run.tokenizer
     generations = sampling.generate_with_logprobs(
-        run["graphdef"], run["params"], repeated, max_new_tokens=max_new_tokens,
-        eos_id=run["tokenizer"].eos_id, pad_id=run["tokenizer"].pad_id, temperature=temperature,
+        trained.graphdef, trained.params, repeated, max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, temperature=temperature,
         top_k=top_k, top_p=top_p, seed=seed,
     )  # fmt: skip
-    texts = [run["tokenizer"].decode(g.tokens) for g in generations]
+    texts = [tokenizer.decode(g.tokens) for g in generations]
     return [texts[i * k : (i + 1) * k] for i in range(len(prompt_ids))], [g.entropies for g in generations]
 
 
@@ -90,32 +60,35 @@ def evaluate(
 ) -> dict[str, Any]:
     """The report (see the module docstring); also written to WORKDIR/eval_<split>.json with a plot."""
     if samples < 1:
-        raise ValueError(f"--samples={samples} must be at least 1.")
+        raise ConfigError(f"--samples={samples} must be at least 1.")
     if rerank == 1 or rerank < 0:
-        raise ValueError(f"--rerank={rerank} must be 0 (off) or at least 2.")
-    run = load_run(workdir)
-    task, tokenizer, config = run["task"], run["tokenizer"], run["config"]
+        raise ConfigError(f"--rerank={rerank} must be 0 (off) or at least 2.")
+    trained = load_trained(workdir)
+    run = trained.run
+    task, tokenizer, config = run.task, run.tokenizer, run.config
     if split not in task.splits:
-        raise ValueError(f"split '{split}' is not a split of task '{task.name}'; it has {list(task.splits)}.")
+        raise ConfigError(
+            f"split '{split}' is not a split of task '{task.name}'; it has {list(task.splits)}."
+        )
     limit = num_prompts or int(config.eval.num_examples)
     max_new = max_new_tokens or int(config.eval.max_new_tokens)
     prompts = data.eval_prompts(
         task,
         split,
-        data_dir=run["data_dir"],
+        data_dir=run.data_dir,
         tokenizer=tokenizer,
         limit=limit,
         task_config=config.task.config,
-        encoder_decoder=run["model_config"].is_encoder_decoder,
+        encoder_decoder=run.model.is_encoder_decoder,
     )
     prompt_ids, references = [p for p, _ in prompts], [r for _, r in prompts]
     kind = task.metric
     report: dict[str, Any] = dict(
-        workdir=os.path.abspath(workdir), step=run["step"], task=task.name, split=split, prompts=len(prompts),
-        samples=samples, metric=kind, loss=config.loss.name, by_temperature=[],
+        workdir=os.path.abspath(workdir), step=trained.step, task=task.name, split=split,
+        prompts=len(prompts), samples=samples, metric=kind, loss=config.loss.name, by_temperature=[],
     )  # fmt: skip
     for temperature in temperatures:
-        texts, entropies = _sample(run, prompt_ids, samples, temperature=temperature, top_k=top_k,
+        texts, entropies = _sample(trained, prompt_ids, samples, temperature=temperature, top_k=top_k,
                                    top_p=top_p, max_new_tokens=max_new, seed=seed)  # fmt: skip
         flat = [t for group in texts for t in group]
         row: dict[str, Any] = dict(temperature=temperature)
@@ -131,16 +104,16 @@ def evaluate(
         report["by_temperature"].append(row)
     if rerank:
         if kind == "none":
-            raise ValueError(f"--rerank needs a task metric; task '{task.name}' has none.")
-        texts, _ = _sample(run, prompt_ids, rerank, temperature=temperatures[0], top_k=top_k, top_p=top_p,
+            raise ConfigError(f"--rerank needs a task metric; task '{task.name}' has none.")
+        texts, _ = _sample(trained, prompt_ids, rerank, temperature=temperatures[0], top_k=top_k, top_p=top_p,
                            max_new_tokens=max_new, seed=seed + 1)  # fmt: skip
         prompt_texts = [tokenizer.decode(p) for p in prompt_ids]
         report["rerank"] = dict(
             temperature=temperatures[0],
             **rewards.rerank_report(
-                run["graphdef"], run["params"], tokenizer, prompt_texts, texts,
+                trained.graphdef, trained.params, tokenizer, prompt_texts, texts,
                 lambda i, s: _sample_metric(kind, s, references[i]),
-                gamma=float(config.loss.get("gamma", 1.0)), head=head_options(config), seed=seed,
+                gamma=float(config.loss.get("gamma", 1.0)), head=run.head, seed=seed,
             ),
         )  # fmt: skip
     report = _finite(report)  # NaN (e.g. a Spearman over constant metrics) -> null, valid JSON

@@ -1,4 +1,4 @@
-"""The CLI: bad input is one line on stderr and exit 2; a tiny run goes end to end."""
+"""The CLI: bad input is one line on stderr and exit 2, a bug keeps its traceback; tiny runs go end to end."""
 
 import json
 import os
@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from jirl import cli
+from jirl.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARITH = os.path.join(ROOT, "experiments", "arith.py")
 GSM8K = os.path.join(ROOT, "experiments", "gsm8k.py")
 JSONL = os.path.join(ROOT, "experiments", "jsonl.py")
@@ -55,6 +56,15 @@ def _run(*args):
             ["train", f"--config={ARITH}", "--workdir=w", "--config.loss.response_budget=1.5"],
             "loss.response_budget=1.5 is not accepted; give a number in (0, 1]",
         ),
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.loss.sample_every=2"],
+            "bad config override --config.loss.sample_every: that key has moved to "
+            "--config.online.sample_every; set it there.",
+        ),
+        (
+            ["train", f"--config={ARITH}:iqlearn_online", "--workdir=w", "--config.online.sample_every=0"],
+            "online.sample_every=0 is not accepted; give an integer >= 1.",
+        ),
         (["prepare", "--source=x"], "--task is required"),
         (["prepare", "--task=mnist"], "Unknown task 'mnist'"),
         (["prepare", "--task=tldr", "--data_dir=w_data"], "run `jirl prepare --task tldr --source PATH`"),
@@ -79,6 +89,24 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
     assert not (tmp_path / "w").exists()  # nothing written for a config that does not validate
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Only ConfigError (input a user can fix) becomes one line and exit 2; any other error propagates."""
+
+    def raises(error):
+        def command(args):
+            raise error
+
+        return command
+
+    monkeypatch.setitem(cli.COMMANDS, "train", raises(ConfigError("train.steps=0 must be at least 1.")))
+    assert cli.main(["train"]) == 2
+    assert capsys.readouterr().err == "jirl: error: train.steps=0 must be at least 1.\n"
+    for bug in (ValueError("a shape mismatch inside jirl"), KeyError("params"), TypeError("bad call")):
+        monkeypatch.setitem(cli.COMMANDS, "train", raises(bug))
+        with pytest.raises(type(bug)):
+            cli.main(["train"])
 
 
 def test_train_end_to_end_in_process(tiny_data_dir, tmp_path, capsys):

@@ -1,8 +1,8 @@
-"""GSM8K answer extraction and accuracy."""
+"""The `#### N` answer format: extraction and accuracy."""
 
 import pytest
 
-from jirl.evaluation import answer_accuracy, extract_answer
+from jirl.data.answers import answer_accuracy, extract_answer
 
 
 @pytest.mark.parametrize(

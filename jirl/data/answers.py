@@ -1,4 +1,4 @@
-"""Final-answer extraction and accuracy, as in GSM8K's reference grader."""
+"""The `#### N` final-answer format of GSM8K-style tasks: extraction and accuracy, as GSM8K's grader does."""
 
 import re
 

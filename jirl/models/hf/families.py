@@ -1,0 +1,65 @@
+"""The registry of families, and configurations in and out: config.json <-> ModelConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jirl.errors import ConfigError
+from jirl.models.config import ModelConfig
+from jirl.models.hf.family import Family
+from jirl.models.hf.gpt2 import GPT2
+from jirl.models.hf.llama import GEMMA, GEMMA2, LLAMA, QWEN2
+from jirl.models.hf.t5 import T5
+
+REGISTRY: dict[str, Family] = {f.model_type: f for f in (LLAMA, QWEN2, GEMMA, GEMMA2, GPT2, T5)}
+FAMILIES = tuple(REGISTRY)
+ARCHITECTURES = {name: f.architecture for name, f in REGISTRY.items()}
+TABLES = {name: f.table for name, f in REGISTRY.items()}
+# Asked in this order by family_of: a Gemma 2 config is also a Gemma one, and every decoder a Llama.
+SPECIFICITY = (T5, GPT2, GEMMA2, GEMMA, QWEN2, LLAMA)
+
+
+def get(model_type: Any) -> Family:
+    """The family of a Hugging Face model_type; refuses one jirl does not read, naming those it does."""
+    if model_type not in REGISTRY:
+        raise ConfigError(
+            f"Hugging Face model_type {model_type!r} is not supported; accepted: {list(FAMILIES)}."
+        )
+    return REGISTRY[model_type]
+
+
+def config_from_hf(hf_config: dict[str, Any], **overrides: Any) -> ModelConfig:
+    """The jirl ModelConfig of a Hugging Face config.json dict; `overrides` (e.g. dtype) applied last."""
+    fields = get(hf_config.get("model_type")).read_config(hf_config)
+    return ModelConfig(**{**fields, **overrides})
+
+
+def family_of(cfg: ModelConfig) -> str:
+    """The Hugging Face model_type that expresses `cfg` most directly."""
+    return next(f.model_type for f in SPECIFICITY if f.claims(cfg))
+
+
+def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, Any]:
+    """A Hugging Face config.json dict for `cfg`; refuses options the family cannot express, by name.
+
+    The check is a round trip: the dict read back must give `cfg` again, up to compute options
+    (dtype, remat, scan_layers) and fields that do not apply to `cfg`.
+    """
+    family = get(model_type or family_of(cfg))
+    hf = family.write_config(cfg)
+    hf.update(model_type=family.model_type, architectures=[family.architecture], torch_dtype="float32")
+    back = config_from_hf(hf, dtype=cfg.dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
+    differ = [f.name for f in dataclasses.fields(cfg) if getattr(back, f.name) != getattr(cfg, f.name)]
+    unused = {"sliding_pattern"} if cfg.sliding_window <= 0 else set()  # options that do not apply
+    if cfg.rope_scaling == "none":
+        unused |= {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+    if not cfg.is_encoder_decoder:
+        unused |= {"relative_buckets", "relative_max_distance", "decoder_start_id"}
+    differ = [k for k in differ if k not in unused]
+    if differ:
+        raise ConfigError(
+            f"model options {differ} ({[getattr(cfg, k) for k in differ]}) cannot be expressed "
+            f"as Hugging Face model_type '{family.model_type}'."
+        )
+    return hf

@@ -1,0 +1,252 @@
+"""Llama 2/3, Qwen2, Gemma and Gemma 2: one shape of config.json and one tensor table.
+
+They differ in a few flags, set by each family's reader and writer below:
+- Qwen2 always has q/k/v biases (and no other bias);
+- Gemma norms with x * (1 + w) ("rms_plus_one"), scales the embeddings by sqrt(D), ties the
+  embeddings by default and reads a legacy "gelu" as the tanh form;
+- Gemma 2 adds post-norms on the attention and MLP outputs, softcaps (c * tanh(x / c)) on the
+  attention and output logits, and a sliding window on every other layer (layer 2k: sliding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jirl.models.config import ModelConfig
+from jirl.models.hf.family import Family, activation, refuse, require
+
+_LAYER = "model.layers.{i}."
+LLAMA_TABLE = [
+    ("model.embed_tokens.weight", "embed", "table"),
+    (_LAYER + "input_layernorm.weight", "attn_norm", "vector"),
+    (_LAYER + "self_attn.q_proj.weight", "wq", "linear"),
+    (_LAYER + "self_attn.k_proj.weight", "wk", "linear"),
+    (_LAYER + "self_attn.v_proj.weight", "wv", "linear"),
+    (_LAYER + "self_attn.q_proj.bias", "bq", "vector"),
+    (_LAYER + "self_attn.k_proj.bias", "bk", "vector"),
+    (_LAYER + "self_attn.v_proj.bias", "bv", "vector"),
+    (_LAYER + "self_attn.o_proj.weight", "wo", "linear"),
+    (_LAYER + "self_attn.o_proj.bias", "bo", "vector"),
+    (_LAYER + "post_attention_layernorm.weight", "mlp_norm", "vector"),
+    (_LAYER + "mlp.gate_proj.weight", "w_gate", "linear"),
+    (_LAYER + "mlp.up_proj.weight", "w_up", "linear"),
+    (_LAYER + "mlp.down_proj.weight", "w_down", "linear"),
+    (_LAYER + "mlp.gate_proj.bias", "b_gate", "vector"),
+    (_LAYER + "mlp.up_proj.bias", "b_up", "vector"),
+    (_LAYER + "mlp.down_proj.bias", "b_down", "vector"),
+    ("model.norm.weight", "final_norm", "vector"),
+    ("lm_head.weight", "unembed", "linear"),
+]
+# Gemma 2 norms the attention and MLP outputs too: its post_attention_layernorm is a post-norm.
+_GEMMA2_NORMS = {
+    _LAYER + "post_attention_layernorm.weight": "post_attn_norm",
+    _LAYER + "pre_feedforward_layernorm.weight": "mlp_norm",
+    _LAYER + "post_feedforward_layernorm.weight": "post_mlp_norm",
+}
+GEMMA2_TABLE = [row for row in LLAMA_TABLE if row[1] != "mlp_norm"] + [
+    (name, ours, "vector") for name, ours in _GEMMA2_NORMS.items()
+]
+# jirl's activation names -> Hugging Face's.
+_ACTIVATIONS_BACK = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json -> ModelConfig fields
+
+
+def _rope(hf: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfig RoPE fields from `rope_parameters` (transformers 5) or `rope_theta`/`rope_scaling`."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    theta = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
+        refuse("partial_rotary_factor", params.get("partial_rotary_factor"), [1.0])
+    if kind == "default":
+        return dict(rope_theta=float(theta))
+    if kind != "llama3":
+        refuse("rope_type", kind, ["default", "llama3"])
+    return dict(
+        rope_theta=float(theta),
+        rope_scaling="llama3",
+        rope_factor=float(params["factor"]),
+        rope_low_freq_factor=float(params["low_freq_factor"]),
+        rope_high_freq_factor=float(params["high_freq_factor"]),
+        rope_original_max_len=int(
+            params.get("original_max_position_embeddings", hf["max_position_embeddings"])
+        ),
+    )
+
+
+def _shared_fields(hf: dict[str, Any], tied: bool, gelu: str = "gelu") -> dict[str, Any]:
+    """The keys all four families share; `tied` is the tie_word_embeddings default."""
+    d, h = hf["hidden_size"], hf["num_attention_heads"]
+    require(hf, "pretraining_tp", (1, None))
+    require(hf, "use_bidirectional_attention", (False, None))
+    require(hf, "use_sliding_window", (False, None))
+    for key in ("quantization_config", "num_experts"):
+        if hf.get(key):
+            refuse(key, hf[key], [None])
+    bias = bool(hf.get("attention_bias", False))
+    fields = dict(
+        vocab_size=hf["vocab_size"],
+        embed_dim=d,
+        num_layers=hf["num_hidden_layers"],
+        num_heads=h,
+        num_kv_heads=hf.get("num_key_value_heads") or h,
+        head_dim=hf.get("head_dim") or d // h,
+        mlp_dim=hf["intermediate_size"],
+        max_len=hf["max_position_embeddings"],
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", tied)),
+        qkv_bias=bias,
+        out_bias=bias,
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        **_rope(hf),
+    )
+    act_key = "hidden_activation" if hf.get("hidden_activation") else "hidden_act"
+    fields["activation"] = activation(hf, act_key, "silu", gelu)
+    return fields
+
+
+def _check_layer_types(fields: dict[str, Any], layer_types: list[str] | None) -> dict[str, Any]:
+    """Refuses a `layer_types` list other than the one the fields' sliding window implies."""
+    if layer_types is not None:
+        cfg = ModelConfig(**fields)
+        expected = [
+            "full_attention" if cfg.is_global_layer(i) else "sliding_attention" for i in range(cfg.num_layers)
+        ]
+        if list(layer_types) != expected:
+            refuse("layer_types", layer_types, expected)
+    return fields
+
+
+def _read_llama(hf: dict[str, Any]) -> dict[str, Any]:
+    return _check_layer_types(_shared_fields(hf, tied=False), hf.get("layer_types"))
+
+
+def _read_qwen2(hf: dict[str, Any]) -> dict[str, Any]:
+    fields = _shared_fields(hf, tied=False)
+    fields["qkv_bias"] = True
+    return _check_layer_types(fields, hf.get("layer_types"))
+
+
+def _gemma_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    fields = _shared_fields(hf, tied=True, gelu="gelu_pytorch_tanh")  # as transformers reads "gelu"
+    fields.update(norm="rms_plus_one", embed_scale=True)
+    return fields
+
+
+def _read_gemma(hf: dict[str, Any]) -> dict[str, Any]:
+    return _check_layer_types(_gemma_fields(hf), hf.get("layer_types"))
+
+
+def _read_gemma2(hf: dict[str, Any]) -> dict[str, Any]:
+    fields = _gemma_fields(hf)
+    query_scale = float(hf.get("query_pre_attn_scalar", 256))
+    fields.update(
+        post_norms=True,
+        query_scale=0.0 if query_scale == fields["head_dim"] else query_scale,  # 0: head_dim
+        attn_softcap=float(hf.get("attn_logit_softcapping") or 0.0),
+        final_softcap=float(hf.get("final_logit_softcapping") or 0.0),
+        sliding_window=int(hf.get("sliding_window") or 0),
+        sliding_pattern=2,
+    )
+    layer_types = hf.get("layer_types")
+    if layer_types is None:
+        layer_types = [
+            "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(fields["num_layers"])
+        ]
+    return _check_layer_types(fields, layer_types)
+
+
+# ---------------------------------------------------------------------------------------------
+# ModelConfig -> config.json
+
+
+def _shared_keys(cfg: ModelConfig) -> dict[str, Any]:
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling == "llama3":
+        rope.update(
+            rope_type="llama3",
+            factor=cfg.rope_factor,
+            low_freq_factor=cfg.rope_low_freq_factor,
+            high_freq_factor=cfg.rope_high_freq_factor,
+            original_max_position_embeddings=cfg.rope_original_max_len,
+        )
+    return dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.embed_dim,
+        intermediate_size=cfg.mlp_dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_len,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=cfg.tie_embeddings,
+        rope_theta=cfg.rope_theta,
+        rope_parameters=rope,
+        hidden_act=_ACTIVATIONS_BACK[cfg.activation],
+    )
+
+
+def _write_llama(cfg: ModelConfig) -> dict[str, Any]:
+    return {**_shared_keys(cfg), "attention_bias": cfg.qkv_bias, "mlp_bias": cfg.mlp_bias}
+
+
+def _write_gemma(cfg: ModelConfig) -> dict[str, Any]:
+    return {**_shared_keys(cfg), "attention_bias": cfg.qkv_bias}
+
+
+def _write_gemma2(cfg: ModelConfig) -> dict[str, Any]:
+    hf = _write_gemma(cfg)
+    hf.update(
+        hidden_activation=hf["hidden_act"],
+        query_pre_attn_scalar=_number(cfg.query_scale or cfg.head_dim),
+        attn_logit_softcapping=cfg.attn_softcap or None,
+        final_logit_softcapping=cfg.final_softcap or None,
+        sliding_window=cfg.sliding_window or None,
+        layer_types=[
+            "full_attention" if cfg.is_global_layer(i) else "sliding_attention" for i in range(cfg.num_layers)
+        ],
+    )
+    return hf
+
+
+def _number(x: float) -> int | float:
+    """x as an int when it is one (transformers checks int-typed fields)."""
+    return int(x) if float(x).is_integer() else x
+
+
+LLAMA = Family(
+    model_type="llama",
+    architecture="LlamaForCausalLM",
+    read_config=_read_llama,
+    write_config=_write_llama,
+    table=LLAMA_TABLE,
+    claims=lambda cfg: True,
+)
+QWEN2 = Family(
+    model_type="qwen2",
+    architecture="Qwen2ForCausalLM",
+    read_config=_read_qwen2,
+    write_config=_shared_keys,  # no attention_bias / mlp_bias keys: Qwen2's q/k/v biases are implied
+    table=LLAMA_TABLE,
+    claims=lambda cfg: cfg.qkv_bias and not cfg.out_bias and not cfg.mlp_bias,
+)
+GEMMA = Family(
+    model_type="gemma",
+    architecture="GemmaForCausalLM",
+    read_config=_read_gemma,
+    write_config=_write_gemma,
+    table=LLAMA_TABLE,
+    claims=lambda cfg: cfg.norm == "rms_plus_one",
+)
+GEMMA2 = Family(
+    model_type="gemma2",
+    architecture="Gemma2ForCausalLM",
+    read_config=_read_gemma2,
+    write_config=_write_gemma2,
+    table=GEMMA2_TABLE,
+    claims=lambda cfg: cfg.post_norms,
+)

@@ -1,0 +1,45 @@
+"""A run's working directory read back: its config, the `Run` that config builds, the newest params."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple
+
+from ml_collections import ConfigDict
+
+from jirl import experiment
+from jirl.errors import ConfigError
+from jirl.experiment import Run
+from jirl.train.checkpoint import Checkpointer
+from jirl.train.state import sharded_state_target
+
+
+class Trained(NamedTuple):
+    """A trained model as its run left it: the Run, the model's graphdef, the params at `step`."""
+
+    run: Run
+    graphdef: Any
+    params: Any
+    step: int
+
+
+def load_trained(workdir: str) -> Trained:
+    """The run in `workdir` (its config.json) with the params of its newest readable checkpoint."""
+    config_path = os.path.join(workdir, "config.json")
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if not os.path.isfile(config_path) or not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+        raise ConfigError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
+    with open(config_path) as f:
+        config = ConfigDict(json.load(f))
+    run = experiment.build(config)
+    graphdef, target, _ = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
+    try:
+        restored = checkpointer.restore_latest(target)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise ConfigError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
+    step, state, _ = restored
+    return Trained(run, graphdef, state.params, step)

@@ -1,0 +1,79 @@
+"""Tiny random transformers models of each decoder family, shared by the tests of jirl.models.hf."""
+
+import numpy as np
+import torch
+import transformers
+
+SHAPE = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+LLAMA3_ROPE = dict(
+    rope_type="llama3",
+    rope_theta=10_000.0,
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=64,  # with head_dim 8: one high, one medium, two low frequencies
+)
+
+MODELS = {
+    "llama_gqa_untied": lambda: transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**SHAPE, num_key_value_heads=2, max_position_embeddings=128)
+    ),
+    "llama3_rope_tied_biases": lambda: transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            **SHAPE,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            rope_parameters=LLAMA3_ROPE,
+            tie_word_embeddings=True,
+            attention_bias=True,
+            mlp_bias=True,
+        )
+    ),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(**SHAPE, num_key_value_heads=2, max_position_embeddings=128)
+    ),
+    "gemma": lambda: transformers.GemmaForCausalLM(
+        transformers.GemmaConfig(**SHAPE, num_key_value_heads=2, head_dim=16, max_position_embeddings=128)
+    ),
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(
+        transformers.Gemma2Config(
+            **SHAPE,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=128,
+            query_pre_attn_scalar=16,
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=3.0,
+            sliding_window=4,
+            attn_implementation="eager",
+        )
+    ),
+    "gpt2": lambda: transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=128)
+    ),
+}
+
+TOKENS = np.random.default_rng(0).integers(0, 97, (2, 12))
+
+
+def random_hf(name: str) -> torch.nn.Module:
+    """A tiny HF model in eval mode with every parameter perturbed (so biases and norms matter)."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def hf_logits(model: torch.nn.Module, tokens_BT: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.as_tensor(tokens_BT)).logits.float().numpy()
+
+
+def saved_folder(tmp_path, name: str = "llama_gqa_untied"):
+    """`tmp_path` holding a saved tiny random model `name`."""
+    random_hf(name).save_pretrained(tmp_path)
+    return tmp_path

@@ -1,0 +1,92 @@
+"""A config becomes one typed Run, every block checked before any data or device work."""
+
+import os
+import re
+
+import pytest
+from ml_collections import ConfigDict
+
+from jirl import data, experiment, forward, losses, models
+from jirl.errors import ConfigError
+from jirl.experiment import OnlineSampling, Run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARITH = os.path.join(ROOT, "experiments", "arith.py")
+
+
+def _tiny(objective="iqlearn", data_dir="data"):
+    config = experiment.load_config(ARITH, objective)
+    config.task.update(config="tiny", data_dir=data_dir, seq_len=128)
+    config.model.preset = "tiny"
+    config.train.batch_size = 4
+    return config
+
+
+def test_build_gives_every_part_of_the_run(tiny_data_dir):
+    run = experiment.build(_tiny(data_dir=tiny_data_dir))
+    assert isinstance(run, Run)
+    assert run.task is data.get_task("arith") and run.data_dir == tiny_data_dir
+    assert isinstance(run.tokenizer, data.ByteTokenizer)
+    assert run.model == models.get_config("tiny", scan_layers=False)  # the experiment's compute keys apply
+    assert isinstance(run.objective, losses.Objective) and run.objective.name == "iqlearn"
+    assert run.objective.options == dict(lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False)
+    assert run.head == forward.HeadOptions() and run.online is None
+    assert dict(run.mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1} and run.rules
+    assert (run.batch_size, run.local_batch_size, run.microbatches, run.eval_split) == (4, 4, 1, "validation")
+    assert float(run.schedule(0)) == 0.0  # warmup from 0
+
+
+def test_planning_needs_no_data(tmp_path):
+    run = experiment.build(_tiny(data_dir=str(tmp_path / "nothing")), tokenize=False)
+    assert run.tokenizer is None and run.model.vocab_size == 259
+    assert not os.path.exists(tmp_path / "nothing")
+
+
+def test_online_objectives_get_the_online_block(tmp_path):
+    config = _tiny("iqlearn_online", data_dir=str(tmp_path))
+    config.online.update(sample_every=3, temperature=0.7, max_new_tokens=12)
+    run = experiment.build(config, tokenize=False)
+    assert run.objective.needs_policy
+    assert run.online == OnlineSampling(sample_every=3, temperature=0.7, max_new_tokens=12)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(sample_every=0), "online.sample_every=0 is not accepted; give an integer >= 1."),
+        (dict(max_new_tokens=2.5), "online.max_new_tokens=2.5 is not accepted; give an integer >= 1."),
+        (dict(temperature=-1.0), "online.temperature=-1.0 is not accepted; give a number >= 0."),
+    ],
+)
+def test_the_online_block_is_checked(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        OnlineSampling(**values)
+
+
+@pytest.mark.parametrize("old, new", sorted(experiment.MOVED_KEYS.items()))
+def test_moved_keys_are_refused_with_where_they_went(old, new):
+    config = ConfigDict(_tiny().to_dict())
+    block, key = old.split(".")
+    config[block][key] = 1
+    with pytest.raises(ConfigError, match=f"{old} has moved to {new}; set it there."):
+        experiment.build(config, tokenize=False)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.preset", "huge", "unknown model preset 'huge'"),
+        ("loss.name", "ppo", "unknown loss 'ppo'"),
+        ("train.steps", 0, "train.steps=0 and train.log_every=20 must both be at least 1."),
+        ("mesh.data", 3, "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but 1 are available"),
+        ("eval.split", "dev", "eval.split='dev' is not a split of task 'arith'"),
+        ("task.seq_len", 4096, "task.seq_len=4096 exceeds the model's max_len=256."),
+    ],
+)
+def test_a_bad_block_fails_before_any_data_is_written(tmp_path, key, value, message):
+    config = _tiny(data_dir=str(tmp_path / "data"))
+    block, name = key.split(".")
+    config[block][name] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        experiment.build(config, prepare=True)
+    assert key == "task.seq_len" or not os.path.exists(tmp_path / "data")
