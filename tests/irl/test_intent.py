@@ -7,7 +7,7 @@ import pytest
 
 from jirl.irl import demos as demos_lib
 from jirl.irl import intent
-from jirl.irl.experiment import intent_set
+from jirl.irl.stages import intent_set
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from jirl.irl import anomaly
 from jirl.irl import demos as demos_lib
-from jirl.irl.experiment import abnormal_set
+from jirl.irl.stages import abnormal_set
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,17 @@ def require(hf: dict[str, Any], key: str, accepted: tuple[Any, ...]) -> None:
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
+def activation_name(names: dict[str, str], cfg: ModelConfig, family: str) -> str:
+    """The family's config.json name of cfg.activation (`names`: jirl's -> the family's); refuses one
+    the family has no name for."""
+    if cfg.activation not in names:
+        raise ConfigError(
+            f"model.activation='{cfg.activation}' cannot be expressed as Hugging Face {family}; "
+            f"accepted: {sorted(names)}."
+        )
+    return names[cfg.activation]
+
+
 def activation(hf: dict[str, Any], key: str, default: str, gelu: str = "gelu") -> str:
     """jirl's activation for hf[key] (`default` when unset); `gelu` is what the family means by "gelu"."""
     name = hf.get(key) or default

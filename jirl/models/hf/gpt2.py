@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from jirl.models.config import ModelConfig
-from jirl.models.hf.family import Family, activation, require
+from jirl.models.hf.family import Family, activation, activation_name, require
 
 _H = "transformer.h.{i}."
 GPT2_TABLE = [
@@ -70,7 +70,7 @@ def _write(cfg: ModelConfig) -> dict[str, Any]:
         n_inner=cfg.mlp_dim,
         n_positions=cfg.max_len,
         layer_norm_epsilon=cfg.norm_eps,
-        activation_function=_ACTIVATIONS_BACK[cfg.activation],
+        activation_function=activation_name(_ACTIVATIONS_BACK, cfg, "gpt2"),
         tie_word_embeddings=cfg.tie_embeddings,
     )
 

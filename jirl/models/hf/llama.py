@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from jirl.models.config import ModelConfig
-from jirl.models.hf.family import Family, activation, refuse, require
+from jirl.models.hf.family import Family, activation, activation_name, refuse, require
 
 _LAYER = "model.layers.{i}."
 LLAMA_TABLE = [
@@ -186,7 +186,7 @@ def _shared_keys(cfg: ModelConfig) -> dict[str, Any]:
         tie_word_embeddings=cfg.tie_embeddings,
         rope_theta=cfg.rope_theta,
         rope_parameters=rope,
-        hidden_act=_ACTIVATIONS_BACK[cfg.activation],
+        hidden_act=activation_name(_ACTIVATIONS_BACK, cfg, "llama, qwen2 or gemma"),
     )
 
 

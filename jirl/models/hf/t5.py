@@ -11,7 +11,7 @@ from typing import Any
 
 from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
-from jirl.models.hf.family import Family, refuse, require
+from jirl.models.hf.family import Family, activation_name, refuse, require
 
 _ENC, _DEC = "encoder.block.{i}.layer.", "decoder.block.{i}.layer."
 _ATTENTION = [("q", "wq"), ("k", "wk"), ("v", "wv"), ("o", "wo")]
@@ -74,7 +74,7 @@ def _read(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(cfg: ModelConfig) -> dict[str, Any]:
-    act = _ACTIVATIONS_BACK[cfg.activation]
+    act = activation_name(_ACTIVATIONS_BACK, cfg, "t5")
     if cfg.gated_mlp and cfg.activation == "gelu":
         raise ConfigError(
             "model.activation='gelu' (erf) in a gated T5 MLP cannot be expressed in Hugging Face T5 "

@@ -102,3 +102,13 @@ def test_a_gated_erf_gelu_t5_cannot_be_exported():
     cfg = models.get_config("t5_tiny", activation="gelu", gated_mlp=True)
     with pytest.raises(ConfigError, match="'gated-gelu' is the tanh form"):
         hf.config_to_hf(cfg)
+
+
+@pytest.mark.parametrize(
+    "preset, model_type, family",
+    [("tiny", None, "llama, qwen2 or gemma"), ("gpt2_124m", "gpt2", "gpt2"), ("tiny", "gemma2", "llama")],
+)
+def test_an_activation_a_family_has_no_name_for_is_refused(preset, model_type, family):
+    cfg = models.get_config(preset, activation="relu")
+    with pytest.raises(ConfigError, match=rf"model.activation='relu' cannot be expressed as Hugging Face {family}"):
+        hf.config_to_hf(cfg, model_type)
