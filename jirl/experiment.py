@@ -93,6 +93,8 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
             seed=0,
             log_every=20,
             checkpoint_every=250,
+            # A step with non-finite gradients is skipped; this many in a row stop the run (exit 3).
+            max_nonfinite_steps=10,
             learning_rate=5e-3,
             warmup_steps=50,
             end_lr_ratio=0.1,
@@ -209,7 +211,12 @@ def online_sampling(config: Any, objective: losses.Objective) -> OnlineSampling 
     """The `online` block when the objective reads a policy stream (loss.alpha > 0); else None."""
     if not objective.needs_policy:
         return None
-    return OnlineSampling(**dict(config.get("online") or {}))
+    block = dict(config.get("online") or {})
+    accepted = [f.name for f in dataclasses.fields(OnlineSampling)]
+    unknown = sorted(set(block) - set(accepted))
+    if unknown:
+        raise ConfigError(f"online has no key(s) {unknown}; accepted: {accepted}.")
+    return OnlineSampling(**block)
 
 
 def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
@@ -235,28 +242,55 @@ def check_moved_keys(config: Any) -> None:
             raise ConfigError(f"{old} has moved to {new}; set it there.")
 
 
+def upgrade(config: ConfigDict) -> ConfigDict:
+    """A copy of a saved config (a workdir's config.json) with moved keys in their new places."""
+    config = ConfigDict(config.to_dict())
+    for old, new in MOVED_KEYS.items():
+        (old_block, old_key), (new_block, new_key) = old.split("."), new.split(".")
+        if old_key in (config.get(old_block) or {}):
+            if new_block not in config:
+                config[new_block] = ConfigDict()
+            config[new_block][new_key] = config[old_block][old_key]
+            del config[old_block][old_key]
+    return config
+
+
 def build(
-    config: Any, *, devices: list[Any] | None = None, prepare: bool = False, tokenize: bool = True
+    config: Any,
+    *,
+    devices: list[Any] | None = None,
+    prepare: bool = False,
+    tokenize: bool = True,
+    training: bool = True,
 ) -> Run:
     """The `Run` of `config`, every block checked; a bad config fails before any data or device work.
 
     devices: the mesh's devices (default: every device, after joining the distributed runtime when
-    the `distributed` block asks). prepare: write the task's dataset when it is missing (training).
-    tokenize: build the tokenizer (it reads prepared data); without it `model.vocab_size` must be given.
+    the `distributed` block asks and `training`). prepare: write the task's dataset when it is
+    missing. tokenize: build the tokenizer (it reads prepared data); without it `model.vocab_size`
+    must be given. training=False reads a trained run back (`jirl eval`, `jirl export`): no runtime
+    to join, and the batch is not checked against this machine's devices and processes.
     """
     check_moved_keys(config)
-    model_config(config)  # a bad model config fails before any data work
+    model = model_config(config)  # a bad model config fails before any data work
+    if not tokenize and model.vocab_size < 1:
+        raise ConfigError(
+            "model.vocab_size=-1 (the tokenizer's) needs the tokenizer; give the vocabulary size."
+        )
+    if config.task.seq_len > model.max_len:
+        raise ConfigError(f"task.seq_len={config.task.seq_len} exceeds the model's max_len={model.max_len}.")
     objective = make_objective(config)
     head = head_options(config)
     online = online_sampling(config, objective)
     tx, schedule = make_optimizer(config.train)
     _check_train_block(config)
-    if devices is None:
+    if devices is None and training:
         distributed.initialize(config.get("distributed"))
     mesh, rules = make_mesh(config, devices)
-    microbatches = int(config.train.get("microbatches", 1))
-    sharding.check_batch_size(int(config.train.batch_size), mesh, rules, microbatches)
-    _check_processes(config, online, microbatches)
+    if training:
+        microbatches = int(config.train.get("microbatches", 1))
+        sharding.check_batch_size(int(config.train.batch_size), mesh, rules, microbatches)
+        _check_processes(config, online, microbatches)
     task = data.get_task(config.task.name)
     data_dir = os.path.expanduser(config.task.data_dir)
     eval_split = config.eval.get("split", "validation")
@@ -272,11 +306,9 @@ def build(
         }
         task.prepare(data_dir, config.task.config, config.task.get("source") or None, **fields)
     tokenizer = run_tokenizer(config, task, data_dir) if tokenize else None
-    model = model_config(config, tokenizer.vocab_size if tokenizer else None)
     if tokenizer is not None:
+        model = model_config(config, tokenizer.vocab_size)
         data.check_vocab(tokenizer, model.vocab_size)
-    if config.task.seq_len > model.max_len:
-        raise ConfigError(f"task.seq_len={config.task.seq_len} exceeds the model's max_len={model.max_len}.")
     return Run(config, task, data_dir, tokenizer, model, objective, head, online, tx, schedule, mesh, rules)
 
 
@@ -285,6 +317,14 @@ def _check_train_block(config: Any) -> None:
         raise ConfigError(
             f"train.steps={config.train.steps} and train.log_every={config.train.log_every} "
             "must both be at least 1."
+        )
+    if int(config.checkpoint.keep) < 1:
+        raise ConfigError(f"checkpoint.keep={config.checkpoint.keep} must be at least 1.")
+    limit = config.train.get("max_nonfinite_steps", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(
+            f"train.max_nonfinite_steps={limit!r} is not accepted; give an integer >= 1: how many "
+            "consecutive steps with non-finite gradients are skipped before the run stops."
         )
 
 

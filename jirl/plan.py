@@ -121,10 +121,6 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     from jirl.train.state import sharded_state_target
     from jirl.train.step import run_train_step
 
-    if experiment.model_config(config).vocab_size < 1:
-        raise ConfigError(
-            "model.vocab_size=-1 (the tokenizer's) cannot be planned; give the vocabulary size."
-        )
     run = experiment.build(config, devices=devices, tokenize=False)
     cfg_model, mesh, rules = run.model, run.mesh, run.rules
     batch_size, seq_len, microbatches = run.batch_size, int(config.task.seq_len), run.microbatches

@@ -1,6 +1,6 @@
 """Mesh checks on 8 fake CPU devices, run by tests/test_sharding.py in a subprocess.
 
-    python tests/sharding_check.py scan|unrolled|memory   ->  one JSON object on stdout
+    python tests/sharding_check.py scan|unrolled|memory|nonfinite   ->  one JSON object on stdout
 
 The device count is fixed when jax starts, so these checks cannot share a process with tests
 that already use one device.
@@ -191,9 +191,39 @@ def memory():
     return out
 
 
+def nonfinite():
+    """On a (2, 2, 2) mesh: a step whose batch holds a NaN leaves the sharded state as it was."""
+    cfg = models.get_config("tiny")
+    tx, schedule = make_optimizer(_train_cfg())
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    graphdef, state, shardings = create_sharded_train_state(cfg, tx, 0, mesh)
+    objective = losses.get("iqlearn")
+    step = make_train_step(graphdef, objective, tx, schedule, mesh=mesh, state_shardings=shardings)
+    before = jax.device_get(state)
+    poisoned = _batch(0)
+    poisoned["loss_mask"][3, -1] = np.nan
+    state, metrics = step(state, sharding.shard_batch(poisoned, mesh))
+    skipped = jax.device_get(state)
+    state, after_good = step(state, sharding.shard_batch(_batch(1), mesh))
+    unchanged = jax.tree.map(np.array_equal, (before.params, before.opt_state.inner_state),
+                             (skipped.params, skipped.opt_state.inner_state))  # fmt: skip
+    return dict(
+        unchanged=all(jax.tree.leaves(unchanged)),
+        counts=[int(metrics["nonfinite_streak"]), int(metrics["nonfinite_steps"])],
+        counts_after_good=[int(after_good["nonfinite_streak"]), int(after_good["nonfinite_steps"])],
+        moved_after_good=_compare(jax.device_get(state).params, skipped.params)[0],
+        step=int(skipped.step),
+    )
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    modes = {"scan": lambda: equivalence(True), "unrolled": lambda: equivalence(False), "memory": memory}
+    modes = {
+        "scan": lambda: equivalence(True),
+        "unrolled": lambda: equivalence(False),
+        "memory": memory,
+        "nonfinite": nonfinite,
+    }
     result = modes[mode]()
     result["device_count"] = jax.device_count()
     print(json.dumps(result))

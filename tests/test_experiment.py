@@ -54,13 +54,36 @@ def test_online_objectives_get_the_online_block(tmp_path):
     "values, message",
     [
         (dict(sample_every=0), "online.sample_every=0 is not accepted; give an integer >= 1."),
-        (dict(max_new_tokens=2.5), "online.max_new_tokens=2.5 is not accepted; give an integer >= 1."),
+        (dict(max_new_tokens=0), "online.max_new_tokens=0 is not accepted; give an integer >= 1."),
         (dict(temperature=-1.0), "online.temperature=-1.0 is not accepted; give a number >= 0."),
+        (
+            dict(every=2),
+            "online has no key(s) ['every']; accepted: ['sample_every', 'temperature', 'max_new_tokens'].",
+        ),
     ],
 )
-def test_the_online_block_is_checked(values, message):
+def test_the_online_block_is_checked(values, message, tmp_path):
+    config = ConfigDict(_tiny("iqlearn_online", data_dir=str(tmp_path)).to_dict())
+    config.online.update(values)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        OnlineSampling(**values)
+        experiment.build(config, tokenize=False)
+
+
+def test_a_saved_config_is_upgraded_and_read_back_without_training_checks(tmp_path):
+    """A workdir's config.json from before the `online` block, with a batch this machine's devices
+    could not split and a coordinator it could not reach, still builds for `jirl eval`."""
+    config = ConfigDict(_tiny("iqlearn_online", data_dir=str(tmp_path)).to_dict())
+    del config["online"]
+    config.loss.update(sample_every=4, sample_temperature=0.5, sample_max_tokens=12)
+    config.train.batch_size = 3
+    config.distributed.coordinator_address = "10.0.0.1:1234"  # joining would wait for it
+    upgraded = experiment.upgrade(config)
+    assert "sample_every" in config.loss  # the saved config itself is left as it was
+    assert dict(upgraded.online) == dict(sample_every=4, temperature=0.5, max_new_tokens=12)
+    run = experiment.build(upgraded, tokenize=False, training=False)
+    assert run.online == OnlineSampling(sample_every=4, temperature=0.5, max_new_tokens=12)
+    with pytest.raises(ConfigError, match="loss.sample_every has moved to online.sample_every"):
+        experiment.build(config, tokenize=False, training=False)
 
 
 @pytest.mark.parametrize("old, new", sorted(experiment.MOVED_KEYS.items()))
@@ -81,6 +104,9 @@ def test_moved_keys_are_refused_with_where_they_went(old, new):
         ("mesh.data", 3, "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but 1 are available"),
         ("eval.split", "dev", "eval.split='dev' is not a split of task 'arith'"),
         ("task.seq_len", 4096, "task.seq_len=4096 exceeds the model's max_len=256."),
+        ("checkpoint.keep", 0, "checkpoint.keep=0 must be at least 1."),
+        ("train.max_nonfinite_steps", 0, "train.max_nonfinite_steps=0 is not accepted; give an integer >= 1"),
+        ("loss.alpha", -0.5, "loss.alpha=-0.5 is not accepted; give a number in [0, 1]."),
     ],
 )
 def test_a_bad_block_fails_before_any_data_is_written(tmp_path, key, value, message):
@@ -89,4 +115,4 @@ def test_a_bad_block_fails_before_any_data_is_written(tmp_path, key, value, mess
     config[block][name] = value
     with pytest.raises(ConfigError, match=re.escape(message)):
         experiment.build(config, prepare=True)
-    assert key == "task.seq_len" or not os.path.exists(tmp_path / "data")
+    assert not os.path.exists(tmp_path / "data")

@@ -70,6 +70,13 @@ def test_fsdp8_holds_an_eighth_of_the_state_per_device():
     assert result["opt_state"]["total_bytes"] == 2 * result["params"]["total_bytes"]  # mu and nu
 
 
+def test_a_non_finite_step_is_skipped_on_a_mesh():
+    result = _eight_devices("nonfinite")
+    assert result["unchanged"] and result["step"] == 1  # params and Adam state as they were
+    assert result["counts"] == [1, 1] and result["counts_after_good"] == [0, 1]
+    assert result["moved_after_good"] > 0
+
+
 def test_make_mesh_names_a_shape_that_does_not_fit():
     devices = jax.devices()[:1] * 8  # only the count matters before the mesh is built
     with pytest.raises(

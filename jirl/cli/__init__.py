@@ -7,8 +7,10 @@
 `jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2|t5]`.
 
 Input a user can fix (an unknown config key, objective, preset or task, a malformed batch: a
-`jirl.errors.ConfigError`) is reported as one line on stderr with exit status 2 (JIRL_TRACEBACK=1
-shows the traceback); any other exception is a bug and keeps its traceback.
+`jirl.errors.ConfigError`) is reported as one line on stderr with exit status 2, and so is a run
+stopped by what it met (`jirl.errors.RunError`: a workdir another run holds 2, non-finite gradients
+that persist 3, a failed write 4); JIRL_TRACEBACK=1 shows the traceback. Any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 
 from jirl.cli import commands
 from jirl.cli.flags import USAGE, one_line
-from jirl.errors import ConfigError
+from jirl.errors import ConfigError, RunError
 
 COMMANDS = {
     "train": commands.train,
@@ -41,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unknown command {got}; accepted: {list(COMMANDS)}. {USAGE}")
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except ConfigError as e:
+    except (ConfigError, RunError) as e:
         if os.environ.get("JIRL_TRACEBACK"):  # developers: the full traceback instead of one line
             raise
-        return _fail(one_line(e))
+        _fail(one_line(e))
+        return e.exit_status if isinstance(e, RunError) else 2
     except KeyboardInterrupt:  # outside the training steps, where SIGINT saves and stops cleanly
         print("jirl: interrupted", file=sys.stderr)
         return 130

@@ -174,7 +174,7 @@ def export(args: list[str]) -> int:
     parse_flags(fv, args)
     if not fv.workdir or not fv.out:
         raise UsageError(
-            "usage: jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2]"
+            "usage: jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2|t5]"
         )
     import shutil
 

@@ -55,7 +55,7 @@ def _unknown_override(error: Exception, argv: list[str]) -> str:
     key = (re.findall(r"\w+", str(error)) or ["?"])[0]
     names = [a.split("=")[0] for a in argv if a.split("=")[0].endswith(f".{key}")]
     name = names[0] if names else key
-    from jirl.experiment import MOVED_KEYS  # loaded already: every experiment file imports it
+    from jirl.experiment import MOVED_KEYS  # lazily: parsing flags loads no jax
 
     moved = MOVED_KEYS.get(name.removeprefix("--config."))
     if moved:

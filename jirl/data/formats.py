@@ -1,7 +1,7 @@
 """Readers of the files users download, in each dataset's own published format.
 
 Each reader takes the `--source` a user gives `jirl prepare` and returns, per split, an iterable of
-raw records (dicts of str). A malformed file is a ValueError naming the file, the line and what was
+raw records (dicts of str). A malformed file is a ConfigError naming the file, the line and what was
 expected, never a traceback from deep inside a JSON parser.
 
 Formats:

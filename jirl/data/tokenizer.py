@@ -2,7 +2,7 @@
 
 Every tokenizer exposes `pad_id`, `bos_id`, `eos_id`, `vocab_size`, `encode(text)` (no special
 tokens added) and `decode(ids)`. `decode` skips pad and BOS, stops at the first EOS, and raises
-ValueError on an id outside [0, vocab_size). When BOS or pad share EOS's id (GPT-2 style
+ConfigError on an id outside [0, vocab_size). When BOS or pad share EOS's id (GPT-2 style
 tokenizers, or a model without a pad piece), such ids before the first content token are skipped
 as BOS/pad, so `[BOS] + prompt` and left-padded prompts still decode to the prompt.
 
@@ -146,17 +146,17 @@ def train_sentencepiece(
 
 
 def _training_error(message: str, vocab_size: int) -> Exception:
-    """A one-sentence ValueError for SentencePiece's common training failures."""
+    """A one-sentence ConfigError for SentencePiece's common training failures."""
     if m := re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message):
-        return ValueError(f"vocab_size={vocab_size} is too large for this corpus; it allows at most {m[1]}.")
+        return ConfigError(f"vocab_size={vocab_size} is too large for this corpus; it allows at most {m[1]}.")
     if m := re.search(r"smaller than required_chars\. \d+ vs (\d+)", message):
-        return ValueError(
+        return ConfigError(
             f"vocab_size={vocab_size} is too small for this corpus; it needs at least {m[1]} "
             "(its characters, 256 byte pieces and 4 special pieces)."
         )
     if "sentences_.empty()" in message:
-        return ValueError("the corpus is empty; train_sentencepiece needs at least one non-empty text.")
-    return ValueError(f"SentencePiece training failed: {message}")
+        return ConfigError("the corpus is empty; train_sentencepiece needs at least one non-empty text.")
+    return ConfigError(f"SentencePiece training failed: {message}")
 
 
 _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|endoftext|>")
@@ -267,7 +267,7 @@ def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
 
 
 def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
-    """Raises ValueError when the model's embedding has fewer rows than the tokenizer has ids."""
+    """Raises ConfigError when the model's embedding has fewer rows than the tokenizer has ids."""
     if tokenizer.vocab_size > model_vocab_size:
         raise ConfigError(
             f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is {model_vocab_size}; "

@@ -71,7 +71,7 @@ def make_mdp(
     """An MDP from sparse (`next_SAK`, `prob_SAK`) or dense (`P_SAS`) transitions, validated.
 
     terminal_S defaults to none terminal, init_S to uniform over the non-terminal states.
-    Raises ValueError naming the first bad entry and what is accepted.
+    Raises ConfigError naming the first bad entry and what is accepted.
     """
     if P_SAS is not None:
         if next_SAK is not None or prob_SAK is not None:
@@ -119,7 +119,7 @@ def make_mdp(
 
 
 def validate_transitions(next_SAK: np.ndarray, prob_SAK: np.ndarray) -> None:
-    """ValueError unless successors index states and every P(.|s, a) is a distribution."""
+    """ConfigError unless successors index states and every P(.|s, a) is a distribution."""
     num_states = next_SAK.shape[0]
     if not np.issubdtype(next_SAK.dtype, np.integer):
         raise ConfigError(f"next_SAK must hold integer state indices; got dtype {next_SAK.dtype}.")
@@ -166,7 +166,7 @@ def stack(mdps: Sequence[MDP]) -> MDP:
 
 
 def deterministic_successors(mdp: MDP) -> jax.Array:
-    """successor_SA of an MDP whose every (s, a) has one successor (ValueError otherwise)."""
+    """successor_SA of an MDP whose every (s, a) has one successor (ConfigError otherwise)."""
     prob_SAK = np.asarray(mdp.prob_SAK)
     support_SA = (prob_SAK > 0).sum(-1)
     if np.any(support_SA != 1):

@@ -18,10 +18,10 @@ import inspect
 from typing import Any, Callable, Mapping, NamedTuple
 
 from jirl.errors import ConfigError
-from jirl.losses import head
+from jirl.losses import head, iqlearn, mle
 from jirl.losses.head import Stream, TokenStats
 from jirl.losses.iqlearn import iqlearn_loss
-from jirl.losses.mle import mle_loss, needs_mean_logit
+from jirl.losses.mle import mle_loss
 
 LossFn = Callable[..., Any]
 
@@ -30,14 +30,19 @@ class _Entry(NamedTuple):
     """A registered loss: `loss(stats, batch[, policy], **options)`, and what its options ask of the step."""
 
     loss: LossFn
-    needs_mean_logit: Callable[..., bool]  # options -> whether the head computes mean_v z_t
-    needs_policy: Callable[..., bool]  # options -> whether it reads a policy stream (online)
+    check: Callable[..., None]  # options -> None; a ConfigError for a value out of range
+    needs_mean_logit: Callable[..., bool] = lambda **_: False  # whether the head computes mean_v z_t
+    needs_policy: Callable[..., bool] = lambda **_: False  # whether it reads a policy stream (online)
+    offline: Callable[..., dict] = (
+        dict  # options -> those of its offline terms (what the expert stream measures)
+    )
 
 
-_NEVER = lambda **_: False  # noqa: E731
 _REGISTRY: dict[str, _Entry] = {
-    "mle": _Entry(mle_loss, needs_mean_logit, _NEVER),
-    "iqlearn": _Entry(iqlearn_loss, _NEVER, lambda alpha=0.0, **_: float(alpha) > 0),
+    "mle": _Entry(mle_loss, mle.check_options, needs_mean_logit=mle.needs_mean_logit),
+    "iqlearn": _Entry(
+        iqlearn_loss, iqlearn.check_options, needs_policy=iqlearn.is_online, offline=iqlearn.offline
+    ),
 }
 
 
@@ -53,6 +58,10 @@ class Objective:
     options: Mapping[str, Any]
     needs_mean_logit: bool  # the head must compute mean_v z_t (label smoothing)
     needs_policy: bool  # the step must give a policy stream
+
+    def offline(self) -> Objective:
+        """This objective without its policy terms: what it measures on the expert stream alone."""
+        return get(self.name, **_lookup(self.name).offline(**self.options))
 
     def __call__(self, stats: TokenStats, batch: Mapping[str, Any], policy: Stream | None = None):
         loss = _lookup(self.name).loss
@@ -79,6 +88,7 @@ def get(name: str, **opts: Any) -> Objective:
     if unknown:
         raise ConfigError(f"loss '{name}' has no option(s) {unknown}; accepted options: {sorted(accepted)}.")
     entry = _lookup(name)
+    entry.check(**opts)
     return Objective(name, dict(opts), bool(entry.needs_mean_logit(**opts)), bool(entry.needs_policy(**opts)))
 
 

@@ -18,6 +18,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jirl.errors import ConfigError
 from jirl.losses import _masking
 from jirl.losses.head import Stream, TokenStats
 
@@ -69,3 +70,25 @@ def iqlearn_loss(
         metrics["value_gap"] = policy_value_gap - value_gap
     metrics["loss"] = loss
     return loss, metrics
+
+
+def check_options(*, lam: float = 0.1, gamma: float = 1.0, alpha: float = 0.0, **_) -> None:
+    """The accepted ranges: lam >= 0, gamma and alpha in [0, 1]."""
+    for key, value, low, high in (
+        ("lam", lam, 0.0, float("inf")),
+        ("gamma", gamma, 0.0, 1.0),
+        ("alpha", alpha, 0.0, 1.0),
+    ):
+        if not low <= float(value) <= high:
+            accepted = f">= {low:g}" if high == float("inf") else f"in [{low:g}, {high:g}]"
+            raise ConfigError(f"loss.{key}={value!r} is not accepted; give a number {accepted}.")
+
+
+def is_online(*, alpha: float = 0.0, **_) -> bool:
+    """Whether these options read a policy stream: alpha > 0."""
+    return float(alpha) > 0
+
+
+def offline(**options) -> dict:
+    """The options of the offline terms alone (alpha = 0): what the expert stream measures."""
+    return dict(options, alpha=0.0)

@@ -7,6 +7,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jirl.errors import ConfigError
 from jirl.losses import _masking
 from jirl.losses.head import TokenStats
 
@@ -46,3 +47,13 @@ def mle_loss(
 def needs_mean_logit(*, label_smoothing: float = 0.0, **_) -> bool:
     """Whether the head must compute mean_v z_t for these options."""
     return bool(label_smoothing)
+
+
+def check_options(*, label_smoothing: float = 0.0, z_loss: float = 0.0, **_) -> None:
+    """The accepted ranges: label_smoothing in [0, 1], z_loss >= 0."""
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ConfigError(
+            f"loss.label_smoothing={label_smoothing!r} is not accepted; give a number in [0, 1]."
+        )
+    if not float(z_loss) >= 0.0:
+        raise ConfigError(f"loss.z_loss={z_loss!r} is not accepted; give a number >= 0.")

@@ -2,12 +2,21 @@
 
 A checkpoint at step s holds everything needed to continue as if the run never stopped: the
 state after s steps and the position of the data iterator after s batches.
+
+A checkpoint is written in a temporary directory and renamed into place when complete, so a write
+that fails (no space, no permission) or a process killed mid-write leaves only that temporary
+directory: a failed write removes it and raises `WriteFailed` (one line naming the path and the
+cause; orbax's own traceback from its writer thread is kept off the console), and a new
+Checkpointer removes any left behind. The newest complete checkpoint is never touched by either.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import logging as std_logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -16,7 +25,29 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jirl.errors import ConfigError
+from jirl.errors import ConfigError, WriteFailed
+
+TEMPORARY = "*.orbax-checkpoint-tmp*"  # where orbax writes a checkpoint before renaming it into place
+
+
+def os_error(error: BaseException | None) -> OSError | None:
+    """The OSError behind `error` (itself, or along its causes and contexts); None when there is none."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _QuietWriteErrors(std_logging.Filter):
+    """Drops orbax's log records of a failed write (a traceback per writer thread); the Checkpointer
+    reports the failure itself, as one line."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not ("orbax" in (record.pathname or "") and os_error(error) is not None)
 
 
 def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,20 +80,52 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=True
+                max_to_keep=keep, create=True, enable_async_checkpointing=True, cleanup_tmp_directories=True
             ),
         )
+        self._quiet = _QuietWriteErrors()
+        std_logging.getLogger("absl").addFilter(self._quiet)
+        self._failed = False
 
     def save(self, step: int, state: Any, data_state: dict[str, Any], config_json: str) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"processes": _all_processes(data_state)}),
-                config=ocp.args.JsonSave(json.loads(config_json)),
-            ),
-            force=True,
+        """Starts writing the checkpoint of `step` (asynchronously); a failed earlier write raises here."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({"processes": _all_processes(data_state)}),
+            config=ocp.args.JsonSave(json.loads(config_json)),
         )
+        try:
+            self.manager.check_for_errors()
+            self.manager.save(step, args=args, force=True)
+        except Exception as e:  # noqa: BLE001 - an OSError behind it is the user's to fix; else re-raised
+            self._write_failed(e)
+
+    def check(self) -> None:
+        """Raises `WriteFailed` when a write started earlier has failed."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 - as in save
+            self._write_failed(e)
+
+    def newest_step(self) -> int | None:
+        """The step of the newest complete checkpoint (after the writes under way have ended)."""
+        self.manager.wait_until_finished()
+        return self.manager.latest_step()
+
+    def _write_failed(self, error: Exception) -> None:
+        cause = os_error(error)
+        if cause is None:
+            raise error
+        self._failed = True
+        for path in glob.glob(os.path.join(self.directory, TEMPORARY)):
+            shutil.rmtree(path, ignore_errors=True)
+        steps = [s for s in self.manager.all_steps(read=True)]
+        newest = f"step {max(steps)}" if steps else "none yet"
+        raise WriteFailed(
+            f"writing a checkpoint failed: {cause.strerror or cause} ({cause.filename or self.directory}); "
+            f"its partial directory was removed and the newest complete checkpoint ({newest}) is as it "
+            "was: free space or fix permissions, then run the same command again to resume from it."
+        ) from error
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any] | None] | None:
         """(step, state, data_state) of the newest checkpoint that reads back; None when there is none.
@@ -70,7 +133,7 @@ class Checkpointer:
         The state is placed by the shardings of `abstract_state` (whatever mesh wrote it). The data
         state is this process's; None when the checkpoint was written by another number of processes.
 
-        An unreadable checkpoint is skipped with a warning; when none reads back, a ValueError (a run
+        An unreadable checkpoint is skipped with a warning; when none reads back, a ConfigError (a run
         must not start over on top of another run's checkpoints).
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
@@ -100,8 +163,20 @@ class Checkpointer:
         return None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the writes under way; a failed one raises `WriteFailed` (after a first, nothing)."""
+        try:
+            if not self._failed:
+                self.manager.wait_until_finished()
+                self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 - as in save
+            self._write_failed(e)
+        finally:
+            std_logging.getLogger("absl").removeFilter(self._quiet)
+            try:
+                self.manager.close()
+            except Exception:  # noqa: BLE001 - after a failed write the manager may not close cleanly
+                if not self._failed:
+                    raise
 
 
 def abstract(tree: Any) -> Any:

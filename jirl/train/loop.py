@@ -2,6 +2,11 @@
 
 On several hosts every process runs `train`: each reads its own slice of the data, the step runs
 on the global mesh, checkpoints are written by all, metrics and plots by process 0.
+
+Nothing is lost on a crash: the run holds the workdir's lock (`lock.py`); a step with non-finite
+gradients is skipped by the optimizer and no checkpoint is written after one, and
+`train.max_nonfinite_steps` of them in a row stop the run (`Diverged`); a failed write stops it
+with one line (`WriteFailed`); the newest complete checkpoint always resumes it.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import jax
 from tqdm.auto import tqdm
 
 from jirl import data, experiment, sharding
+from jirl.errors import Diverged
 from jirl.experiment import Run
 from jirl.train import online, plots
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.evaluator import Evaluator
-from jirl.train.metrics_writer import MetricsWriter, NullWriter
+from jirl.train.lock import WorkdirLock
+from jirl.train.metrics_writer import MetricsWriter, NullWriter, write_text
+from jirl.train.nonfinite import NonFiniteWatch
 from jirl.train.state import TrainState, create_sharded_train_state, pretrained_state, sharded_state_target
 from jirl.train.step import check_batch, run_train_step
 from jirl.train.stop import StopRequest
@@ -28,12 +36,36 @@ from jirl.train.window import LogWindow
 
 def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Trains as `config` says, writing metrics, plots and a summary to `workdir`; returns the summary."""
-    session = _start(experiment.build(config, prepare=True), workdir)
-    try:
-        last_step = _loop(session, progress)
-    finally:
-        session.close()
-    return _report(session, last_step)
+    run = experiment.build(config, prepare=True)
+    with WorkdirLock(workdir):
+        session = _start(run, workdir)
+        stop = StopRequest()
+        try:
+            last_step = _loop(session, stop, progress)
+        finally:
+            try:
+                session.close()  # waits for the last checkpoint: a second signal must not cut it short
+            finally:
+                stop.restore()
+        if session.watch.limit_reached:
+            raise _diverged(session)
+        return _report(session, last_step)
+
+
+def _diverged(session: _Session) -> Diverged:
+    watch, newest = session.watch, session.newest_checkpoint
+    if newest is None:
+        where = "no checkpoint was written before them; run again (from the start)"
+    else:
+        where = (
+            f"the newest checkpoint, step {newest} in {session.checkpointer.directory}, holds finite "
+            "parameters; run again to resume from it"
+        )
+    return Diverged(
+        f"steps {watch.first_skipped}-{watch.step}: {watch.streak} consecutive steps had non-finite "
+        f"gradients and were skipped (train.max_nonfinite_steps={watch.limit} stops a run), so it stopped "
+        f"at step {watch.step}. Lower train.learning_rate or set train.grad_clip > 0; {where}."
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -51,7 +83,9 @@ class _Session:
     sampler: online.PolicySampler | None
     writer: MetricsWriter | NullWriter
     summary: dict[str, Any]
+    watch: NonFiniteWatch
     answers: dict[str, Any] | None = None  # the last answer evaluation
+    newest_checkpoint: int | None = None  # set when the run stops on non-finite steps
 
     @property
     def is_main(self) -> bool:
@@ -94,9 +128,8 @@ def _start(run: Run, workdir: str) -> _Session:
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
     start_step, state = _initial_state(run, checkpointer, batches, target, shardings)
     is_main = jax.process_index() == 0
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:  # after the restore check
-            f.write(config.to_json(indent=2))
+    if is_main:  # after the restore check
+        write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
     train_step = run_train_step(run, graphdef, shardings)
     # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
     first_logged = 0 if start_step == 0 else start_step + 1
@@ -105,6 +138,7 @@ def _start(run: Run, workdir: str) -> _Session:
     return _Session(
         run, workdir, batches, state, start_step, checkpointer, train_step,
         Evaluator(run, graphdef, batch_args), _policy_sampler(run, graphdef), writer, summary,
+        NonFiniteWatch(int(config.train.get("max_nonfinite_steps", 10))),
     )  # fmt: skip
 
 
@@ -155,14 +189,13 @@ def _evaluate_at_start(session: _Session) -> None:
         print(f"{session.run.eval_split} answer accuracy before training: {accuracy:.1%}")
 
 
-def _loop(session: _Session, progress: bool) -> int:
+def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
     """Steps from the start step to `train.steps`, or until a signal asks to stop; the last step run."""
     run, evaluator = session.run, session.evaluator
     config = run.config
     steps, every = int(config.train.steps), int(config.train.checkpoint_every)
     if config.eval.at_start and session.start_step == 0 and evaluator.measures_answers:
         _evaluate_at_start(session)
-    stop = StopRequest()
     bar = tqdm(
         total=steps,
         initial=session.start_step,
@@ -186,10 +219,16 @@ def _loop(session: _Session, progress: bool) -> int:
                 sharding.shard_batch(expert, run.mesh, run.rules),
                 None if policy is None else sharding.shard_batch(policy, run.mesh, run.rules),
             )
+            session.watch.dispatched(step, metrics)
+            if session.watch.limit_reached:  # this step too, then it is logged whatever log_every
+                session.watch.settle()
+                session.writer.write(step, window.flush(jax.device_get(metrics)))
+                break
             window.add_tokens(expert)
             bar.update(1)
             record: dict[str, Any] = {}
             if step % config.train.log_every == 0 or step == steps:
+                session.checkpointer.check()  # a checkpoint write that failed stops the run here
                 metrics = jax.device_get(metrics)
                 record.update(window.flush(metrics))
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
@@ -205,13 +244,27 @@ def _loop(session: _Session, progress: bool) -> int:
             if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
                 window.restart_clock()
             if step == steps or stop.requested or (every and step % every == 0):
-                session.checkpointer.save(step, session.state, session.batches.get_state(), config.to_json())
+                if not _checkpoint(session, step):
+                    break
             if stop.requested:
                 break
+        if session.watch.limit_reached:
+            session.newest_checkpoint = session.checkpointer.newest_step()
     finally:
         bar.close()
-        stop.restore()
     return step
+
+
+def _checkpoint(session: _Session, step: int) -> bool:
+    """Saves the state after `step` unless that step was skipped (its gradients were not finite);
+    False when skipped steps in a row have reached train.max_nonfinite_steps."""
+    session.watch.settle()
+    if session.watch.limit_reached:
+        return False
+    if session.watch.streak == 0:
+        state, position = session.state, session.batches.get_state()
+        session.checkpointer.save(step, state, position, session.run.config.to_json())
+    return True
 
 
 def _report(session: _Session, step: int) -> dict[str, Any]:
@@ -226,16 +279,14 @@ def _report(session: _Session, step: int) -> dict[str, Any]:
         return summary
     answers = session.answers
     if session.evaluator.measures_answers:
-        if session.start_step == steps:  # a finished run, started again: evaluate the final state
+        if answers is None:  # a finished run started again (no step ran): evaluate the final state
             answers = session.evaluator.answers(session.state.params)
         summary.update(answer_accuracy=answers["accuracy"], answer_examples=answers["num_examples"])
     if not session.is_main:
         return summary
     if session.evaluator.measures_answers:
-        with open(os.path.join(session.workdir, "samples.jsonl"), "w") as f:
-            for example in answers["examples"]:
-                f.write(json.dumps(example) + "\n")
+        lines = "".join(json.dumps(example) + "\n" for example in answers["examples"])
+        write_text(os.path.join(session.workdir, "samples.jsonl"), lines)
     summary["plot"] = plots.plot_training_curves(session.workdir)
-    with open(os.path.join(session.workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_text(os.path.join(session.workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -1,12 +1,36 @@
-"""Metrics to `WORKDIR/metrics.jsonl` (one JSON object per logged step) and TensorBoard events."""
+"""Metrics to `WORKDIR/metrics.jsonl` (one JSON object per logged step) and TensorBoard events.
+
+A write that fails (no space, no permission) raises `WriteFailed`: one line naming the file and the
+cause; the checkpoints are not touched by it.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Mapping
 
 import numpy as np
+
+from jirl.errors import WriteFailed
+
+
+def write_failed(error: OSError, path: str) -> WriteFailed:
+    return WriteFailed(
+        f"writing {error.filename or path} failed: {error.strerror or error}; the checkpoints are as "
+        "they were: free space or fix permissions, then run the same command again to resume from "
+        "the newest."
+    )
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a whole file; a failure is `WriteFailed`."""
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise write_failed(e, path) from e
 
 
 class MetricsWriter:
@@ -19,18 +43,22 @@ class MetricsWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
             kept = [r for r in read_metrics(workdir) if r["step"] < start_step]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: optional at analysis time
 
+            # A skipped step logs a NaN loss on purpose (jirl.optimizer); no warning per value.
+            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, Any]) -> dict[str, float]:
         record = {"step": int(step), **{k: float(np.asarray(v)) for k, v in sorted(scalars.items())}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_failed(e, self.path) from e
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step":

@@ -10,7 +10,7 @@ On one device or sharded over a mesh (jirl.sharding), with optional gradient acc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +20,12 @@ from flax import nnx
 
 from jirl import forward, losses, sharding
 from jirl.errors import ConfigError
-from jirl.experiment import Run
 from jirl.models import layers
+from jirl.optimizer import nonfinite_counts
 from jirl.train.state import TrainState
+
+if TYPE_CHECKING:  # a type only: the step needs none of what building a Run imports
+    from jirl.experiment import Run
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask")
 OPTIONAL_KEYS = ("segment_ids", "positions")
@@ -107,6 +110,48 @@ class TrainStep:
         return self._jitted.lower(state, expert, policy)
 
 
+def _accumulate(
+    loss_and_grads: Callable, params: Any, streams: tuple, microbatches: int, micro_sharding: Any
+):
+    """(loss, metrics, grads) accumulated over M strided slices of the streams' rows (see make_train_step);
+    `micro_sharding`: the [M, B/M, ...] slices' sharding, or None."""
+    b = jax.tree.leaves(streams[0])[0].shape[0]
+    if b % microbatches:
+        raise ConfigError(
+            f"the batch size {b} is not divisible by train.microbatches={microbatches}; "
+            "microbatches must divide train.batch_size."
+        )
+    micro = jax.tree.map(lambda x: _split_microbatches(x, microbatches), streams)
+    if micro_sharding is not None:
+        micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
+    first = jax.tree.map(lambda x: x[0], micro)
+    _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, first)
+    if "tokens" not in metrics_shape:
+        raise ConfigError(
+            f"train.microbatches={microbatches} needs the loss to report metrics['tokens'] "
+            "(its mask sum) to weight the slices; use microbatches=1 for this loss."
+        )
+
+    def body(carry, mb):
+        loss_sum, metric_sums, grad_sums = carry
+        loss, metrics, grads = loss_and_grads(params, mb)
+        n = metrics["tokens"].astype(jnp.float32)
+        grad_sums = jax.tree.map(lambda s, g: s + n * g, grad_sums, grads)
+        metric_sums = {k: metric_sums[k] + (v if _is_count(k) else n * v) for k, v in metrics.items()}
+        return (loss_sum + n * loss, metric_sums, grad_sums), None
+
+    zeros = (
+        jnp.zeros((), jnp.float32),
+        {k: jnp.zeros(v.shape, v.dtype) for k, v in metrics_shape.items()},
+        jax.tree.map(jnp.zeros_like, params),
+    )
+    (loss_sum, metric_sums, grad_sums), _ = jax.lax.scan(body, zeros, micro)
+    inv_n = 1.0 / jnp.maximum(metric_sums["tokens"].astype(jnp.float32), 1.0)
+    metrics = {k: v if _is_count(k) else v * inv_n for k, v in metric_sums.items()}
+    grads = jax.tree.map(lambda g: g * inv_n, grad_sums)
+    return loss_sum * inv_n, metrics, grads
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     objective: Callable,
@@ -145,51 +190,24 @@ def make_train_step(
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh, rules)
     loss_of = _loss_fn(graphdef, objective, head)
     needs_policy = bool(getattr(objective, "needs_policy", False))
+    if needs_policy and microbatches > 1:  # the slices are weighted by expert tokens only
+        raise ConfigError(
+            f"an online objective (loss.alpha > 0) does not combine with train.microbatches={microbatches} "
+            "yet; set one of them off."
+        )
+
+    def _micro_sharding(streams):
+        """The slices split over the data axes as the batch is, when each slice divides over them."""
+        b = jax.tree.leaves(streams[0])[0].shape[0]
+        if mesh is None or b % microbatches or (b // microbatches) % sharding.data_parallel_size(mesh, rules):
+            return None
+        return jax.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
 
     def loss_and_grads(params, streams):
         (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params, *streams)
         if grad_shardings is not None:
             grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
         return loss, metrics, grads
-
-    def accumulated(params, streams):
-        """Gradient accumulation over M strided slices of every stream's rows."""
-        b = jax.tree.leaves(streams[0])[0].shape[0]
-        if b % microbatches:
-            raise ConfigError(
-                f"the batch size {b} is not divisible by train.microbatches={microbatches}; "
-                "microbatches must divide train.batch_size."
-            )
-        micro = jax.tree.map(lambda x: _split_microbatches(x, microbatches), streams)
-        if mesh is not None and (b // microbatches) % sharding.data_parallel_size(mesh, rules) == 0:
-            spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
-            micro = jax.lax.with_sharding_constraint(micro, jax.NamedSharding(mesh, spec))
-        first = jax.tree.map(lambda x: x[0], micro)
-        _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, first)
-        if "tokens" not in metrics_shape:
-            raise ConfigError(
-                f"train.microbatches={microbatches} needs the loss to report metrics['tokens'] "
-                "(its mask sum) to weight the slices; use microbatches=1 for this loss."
-            )
-
-        def body(carry, mb):
-            loss_sum, metric_sums, grad_sums = carry
-            loss, metrics, grads = loss_and_grads(params, mb)
-            n = metrics["tokens"].astype(jnp.float32)
-            grad_sums = jax.tree.map(lambda s, g: s + n * g, grad_sums, grads)
-            metric_sums = {k: metric_sums[k] + (v if _is_count(k) else n * v) for k, v in metrics.items()}
-            return (loss_sum + n * loss, metric_sums, grad_sums), None
-
-        zeros = (
-            jnp.zeros((), jnp.float32),
-            {k: jnp.zeros(v.shape, v.dtype) for k, v in metrics_shape.items()},
-            jax.tree.map(jnp.zeros_like, params),
-        )
-        (loss_sum, metric_sums, grad_sums), _ = jax.lax.scan(body, zeros, micro)
-        inv_n = 1.0 / jnp.maximum(metric_sums["tokens"].astype(jnp.float32), 1.0)
-        metrics = {k: v if _is_count(k) else v * inv_n for k, v in metric_sums.items()}
-        grads = jax.tree.map(lambda g: g * inv_n, grad_sums)
-        return loss_sum * inv_n, metrics, grads
 
     def train_step(
         state: TrainState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array] | None
@@ -205,11 +223,22 @@ def make_train_step(
             if microbatches == 1:
                 loss, metrics, grads = loss_and_grads(state.params, streams)
             else:
-                loss, metrics, grads = accumulated(state.params, streams)
+                loss, metrics, grads = _accumulate(
+                    loss_and_grads, state.params, streams, microbatches, _micro_sharding(streams)
+                )
+        grad_norm = optax.global_norm(grads)
+        # A non-finite loss or gradient norm (|g|^2 overflows, as Adam's second moment would) makes
+        # every gradient NaN, so that the optimizer skips the step whole (jirl.optimizer).
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(
-            metrics, loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step)
+            metrics,
+            loss=loss,
+            grad_norm=grad_norm,
+            learning_rate=schedule(state.step),
+            **nonfinite_counts(opt_state),
         )
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -248,7 +277,7 @@ def make_eval_step(
     An online objective is evaluated on the expert stream alone, with its offline terms (alpha = 0).
     """
     if getattr(objective, "needs_policy", False):
-        objective = losses.get(objective.name, **dict(objective.options, alpha=0.0))
+        objective = objective.offline()
     loss_of = _loss_fn(graphdef, objective, head)
 
     def eval_step(params: Any, expert: Mapping[str, jax.Array]):

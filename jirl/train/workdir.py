@@ -31,8 +31,8 @@ def load_trained(workdir: str) -> Trained:
     if not os.path.isfile(config_path) or not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
         raise ConfigError(f"no checkpoint in {workdir}; evaluate the --workdir of a run that has trained.")
     with open(config_path) as f:
-        config = ConfigDict(json.load(f))
-    run = experiment.build(config)
+        config = experiment.upgrade(ConfigDict(json.load(f)))  # a run saved before keys moved, too
+    run = experiment.build(config, training=False)
     graphdef, target, _ = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
     try:

@@ -1,7 +1,6 @@
 """Online IQLearn: prompts recovered from packed batches, policy batches packed right, the loop samples."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -113,16 +112,3 @@ def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
     config.train.microbatches = 2
     with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
         train(config, str(tmp_path), progress=False)
-
-
-@pytest.mark.parametrize(
-    "old, new", [("sample_every", "sample_every"), ("sample_temperature", "temperature"),
-                 ("sample_max_tokens", "max_new_tokens")],
-)  # fmt: skip
-def test_the_old_sampling_keys_say_where_they_moved(tiny_data_dir, tmp_path, old, new):
-    config = tiny_config(tiny_data_dir, steps=1)
-    config.unlock()
-    config.loss[old] = 1
-    with pytest.raises(ValueError, match=rf"loss.{old} has moved to online.{new}; set it there."):
-        train(config, str(tmp_path), progress=False)
-    assert not os.listdir(tmp_path)

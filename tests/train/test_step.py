@@ -1,4 +1,5 @@
-"""The jitted step: generic over the loss, host-side batch checks name what is wrong."""
+"""The jitted step: generic over the loss, two named streams, non-finite steps skipped; host-side
+batch checks name what is wrong."""
 
 import jax
 import jax.numpy as jnp
@@ -98,3 +99,52 @@ def test_microbatches_must_divide_the_batch():
     batch = {k: jnp.asarray(v) for k, v in _batch(b=6).items()}
     with pytest.raises(ValueError, match=r"batch size 6 is not divisible by train.microbatches=4"):
         step(state, batch)
+
+
+def test_the_policy_stream_is_an_input_of_the_step():
+    """step(state, expert, policy): the loss is the objective's on both streams, each through the head;
+    an offline objective refuses a policy batch and an online one needs it."""
+    cfg = models.get_config("tiny")
+    tx, schedule = make_optimizer(TRAIN)
+    graphdef, state = create_train_state(cfg, tx, seed=0)
+    expert = {k: jnp.asarray(v) for k, v in _batch(seed=0).items()}
+    policy = {k: jnp.asarray(v) for k, v in _batch(seed=1).items()}
+    objective = losses.get("iqlearn", lam=0.1, alpha=0.5)
+
+    def stream(batch):
+        logits = models.forward_batch(graphdef, state.params, batch)
+        return losses.Stream(losses.head.from_logits(logits, batch), batch)
+
+    expected, _ = objective(*stream(expert), policy=stream(policy))
+    offline, _ = objective.offline()(*stream(expert))
+    step = make_train_step(graphdef, objective, tx, schedule)
+    new_state, metrics = step(state, expert, policy)
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+    assert abs(float(expected) - float(offline)) > 1e-3  # the policy terms count
+    assert "policy_tokens" in metrics and int(new_state.step) == 1
+    with pytest.raises(ValueError, match="reads policy batch, but the step was not given one"):
+        step(new_state, expert)
+    offline_step = make_train_step(graphdef, losses.get("iqlearn"), tx, schedule)
+    with pytest.raises(ValueError, match="reads no policy batch, but the step was given one"):
+        offline_step(new_state, expert, policy)
+    with pytest.raises(ValueError, match="does not combine with train.microbatches=2"):
+        make_train_step(graphdef, objective, tx, schedule, microbatches=2)
+
+
+def test_a_step_with_non_finite_gradients_changes_nothing_and_is_counted():
+    """A NaN in the batch leaves the parameters and the optimizer state as they were, and is counted."""
+    cfg = models.get_config("tiny")
+    tx, schedule = make_optimizer(TRAIN)
+    graphdef, state = create_train_state(cfg, tx, seed=0)
+    step = make_train_step(graphdef, losses.get("iqlearn"), tx, schedule)
+    good = {k: jnp.asarray(v) for k, v in _batch().items()}
+    poisoned = dict(good, loss_mask=good["loss_mask"].at[0, -1].set(jnp.nan))
+    before = jax.tree.map(np.array, (state.params, state.opt_state.inner_state))
+    state, metrics = step(state, poisoned)
+    assert not np.isfinite(float(metrics["loss"]))
+    assert (int(metrics["nonfinite_streak"]), int(metrics["nonfinite_steps"])) == (1, 1)
+    after = jax.tree.map(np.array, (state.params, state.opt_state.inner_state))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after)))
+    state, metrics = step(state, good)
+    assert (int(metrics["nonfinite_streak"]), int(metrics["nonfinite_steps"])) == (0, 1)
+    assert not np.array_equal(np.array(state.params["embed"]), before[0]["embed"])

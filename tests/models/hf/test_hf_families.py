@@ -110,5 +110,6 @@ def test_a_gated_erf_gelu_t5_cannot_be_exported():
 )
 def test_an_activation_a_family_has_no_name_for_is_refused(preset, model_type, family):
     cfg = models.get_config(preset, activation="relu")
-    with pytest.raises(ConfigError, match=rf"model.activation='relu' cannot be expressed as Hugging Face {family}"):
+    message = rf"model.activation='relu' cannot be expressed as Hugging Face {family}"
+    with pytest.raises(ConfigError, match=message):
         hf.config_to_hf(cfg, model_type)
