@@ -45,6 +45,9 @@ class OnlineSampling:
             raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
 
 
+# Consecutive skipped steps (non-finite gradients) that stop a run, unless train.max_nonfinite_steps says.
+DEFAULT_MAX_NONFINITE_STEPS = 10
+
 # Keys that moved out of the `loss` block (the objective) into the `online` block (the sampler).
 MOVED_KEYS = {
     "loss.sample_every": "online.sample_every",
@@ -94,7 +97,7 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
             log_every=20,
             checkpoint_every=250,
             # A step with non-finite gradients is skipped; this many in a row stop the run (exit 3).
-            max_nonfinite_steps=10,
+            max_nonfinite_steps=DEFAULT_MAX_NONFINITE_STEPS,
             learning_rate=5e-3,
             warmup_steps=50,
             end_lr_ratio=0.1,
@@ -320,7 +323,7 @@ def _check_train_block(config: Any) -> None:
         )
     if int(config.checkpoint.keep) < 1:
         raise ConfigError(f"checkpoint.keep={config.checkpoint.keep} must be at least 1.")
-    limit = config.train.get("max_nonfinite_steps", 1)
+    limit = config.train.get("max_nonfinite_steps", DEFAULT_MAX_NONFINITE_STEPS)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(
             f"train.max_nonfinite_steps={limit!r} is not accepted; give an integer >= 1: how many "

@@ -5,9 +5,11 @@ state after s steps and the position of the data iterator after s batches.
 
 A checkpoint is written in a temporary directory and renamed into place when complete, so a write
 that fails (no space, no permission) or a process killed mid-write leaves only that temporary
-directory: a failed write removes it and raises `WriteFailed` (one line naming the path and the
-cause; orbax's own traceback from its writer thread is kept off the console), and a new
-Checkpointer removes any left behind. The newest complete checkpoint is never touched by either.
+directory. A failed write is noticed at the next `check`, save or close, which removes it and raises
+`WriteFailed` (one line naming the path and the cause; orbax's own traceback from its writer thread
+is kept off the console); a training run's Checkpointer removes any left behind when it starts. A
+reader's (`read_only=True`: `jirl eval`, `jirl export`) removes nothing, so it may read a workdir
+while a run writes there. The newest complete checkpoint is never touched by any of them.
 """
 
 from __future__ import annotations
@@ -73,14 +75,18 @@ def _this_process(saved: dict[str, Any]) -> dict[str, Any] | None:
 class Checkpointer:
     """Async saves under WORKDIR/checkpoints, keeping the last `keep`; restores the newest readable one."""
 
-    def __init__(self, workdir: str, *, keep: int):
+    def __init__(self, workdir: str, *, keep: int, read_only: bool = False):
         if keep < 1:
             raise ConfigError(f"checkpoint.keep={keep} must be at least 1.")
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=True, cleanup_tmp_directories=True
+                max_to_keep=keep,
+                create=not read_only,
+                enable_async_checkpointing=True,
+                cleanup_tmp_directories=not read_only,
+                read_only=read_only,
             ),
         )
         self._quiet = _QuietWriteErrors()
@@ -101,15 +107,22 @@ class Checkpointer:
             self._write_failed(e)
 
     def check(self) -> None:
-        """Raises `WriteFailed` when a write started earlier has failed."""
+        """Raises `WriteFailed` when a write started earlier has failed (without waiting for one
+        still under way)."""
         try:
             self.manager.check_for_errors()
+            if not self.manager.is_saving_in_progress():
+                self.manager.wait_until_finished()  # where a finished write's error surfaces
         except Exception as e:  # noqa: BLE001 - as in save
             self._write_failed(e)
 
     def newest_step(self) -> int | None:
         """The step of the newest complete checkpoint (after the writes under way have ended)."""
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - as in save
+            self._write_failed(e)
+        self.manager.reload()
         return self.manager.latest_step()
 
     def _write_failed(self, error: Exception) -> None:
@@ -119,7 +132,11 @@ class Checkpointer:
         self._failed = True
         for path in glob.glob(os.path.join(self.directory, TEMPORARY)):
             shutil.rmtree(path, ignore_errors=True)
-        steps = [s for s in self.manager.all_steps(read=True)]
+        try:
+            self.manager.reload()
+        except Exception:  # noqa: BLE001 - the steps on disk as last read will do
+            pass
+        steps = self.manager.all_steps()
         newest = f"step {max(steps)}" if steps else "none yet"
         raise WriteFailed(
             f"writing a checkpoint failed: {cause.strerror or cause} ({cause.filename or self.directory}); "

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from jirl import data, experiment, sharding
 from jirl.errors import Diverged
-from jirl.experiment import Run
+from jirl.experiment import DEFAULT_MAX_NONFINITE_STEPS, Run
 from jirl.train import online, plots
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.evaluator import Evaluator
@@ -42,14 +42,24 @@ def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]
         stop = StopRequest()
         try:
             last_step = _loop(session, stop, progress)
+        except BaseException:
+            _close_after_error(session)  # the error in flight is the one to report
+            raise
+        else:
+            session.close()  # waits for the last checkpoint: a second signal must not cut it short
         finally:
-            try:
-                session.close()  # waits for the last checkpoint: a second signal must not cut it short
-            finally:
-                stop.restore()
+            stop.restore()
         if session.watch.limit_reached:
             raise _diverged(session)
         return _report(session, last_step)
+
+
+def _close_after_error(session: _Session) -> None:
+    """Closes the session while another error is on its way out; a failure here is a warning only."""
+    try:
+        session.close()
+    except Exception as e:  # noqa: BLE001 - the error in flight matters more
+        print(f"jirl: warning: closing the run after an error failed too: {' '.join(str(e).split())}")
 
 
 def _diverged(session: _Session) -> Diverged:
@@ -61,10 +71,11 @@ def _diverged(session: _Session) -> Diverged:
             f"the newest checkpoint, step {newest} in {session.checkpointer.directory}, holds finite "
             "parameters; run again to resume from it"
         )
+    step, streak = watch.tripped
     return Diverged(
-        f"steps {watch.first_skipped}-{watch.step}: {watch.streak} consecutive steps had non-finite "
-        f"gradients and were skipped (train.max_nonfinite_steps={watch.limit} stops a run), so it stopped "
-        f"at step {watch.step}. Lower train.learning_rate or set train.grad_clip > 0; {where}."
+        f"steps {step - streak + 1}-{step}: {streak} consecutive steps had non-finite gradients and were "
+        f"skipped (train.max_nonfinite_steps={watch.limit} stops a run), so it stopped at step {step}. "
+        f"Lower train.learning_rate (or clip gradients with train.grad_clip); {where}."
     )
 
 
@@ -92,8 +103,10 @@ class _Session:
         return jax.process_index() == 0
 
     def close(self) -> None:
-        self.writer.close()
-        self.checkpointer.close()
+        try:
+            self.writer.close()
+        finally:
+            self.checkpointer.close()
 
 
 def _batch_args(run: Run) -> dict[str, Any]:
@@ -126,19 +139,23 @@ def _start(run: Run, workdir: str) -> _Session:
     )
     graphdef, target, shardings = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
-    start_step, state = _initial_state(run, checkpointer, batches, target, shardings)
-    is_main = jax.process_index() == 0
-    if is_main:  # after the restore check
-        write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-    train_step = run_train_step(run, graphdef, shardings)
-    # First step this run logs: 0 (the at-start evaluation) fresh, the step after the checkpoint resumed.
-    first_logged = 0 if start_step == 0 else start_step + 1
-    writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
+    try:
+        start_step, state = _initial_state(run, checkpointer, batches, target, shardings)
+        is_main = jax.process_index() == 0
+        if is_main:  # after the restore check
+            write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+        train_step = run_train_step(run, graphdef, shardings)
+        # The first step this run logs: 0 (the at-start evaluation) fresh, the one after a resumed checkpoint.
+        first_logged = 0 if start_step == 0 else start_step + 1
+        writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
+        evaluator, sampler = Evaluator(run, graphdef, batch_args), _policy_sampler(run, graphdef)
+    except BaseException:
+        checkpointer.close()
+        raise
     summary = {"workdir": os.path.abspath(workdir), "num_params": run.model.num_params()}
     return _Session(
-        run, workdir, batches, state, start_step, checkpointer, train_step,
-        Evaluator(run, graphdef, batch_args), _policy_sampler(run, graphdef), writer, summary,
-        NonFiniteWatch(int(config.train.get("max_nonfinite_steps", 10))),
+        run, workdir, batches, state, start_step, checkpointer, train_step, evaluator, sampler, writer,
+        summary, NonFiniteWatch(int(config.train.get("max_nonfinite_steps", DEFAULT_MAX_NONFINITE_STEPS))),
     )  # fmt: skip
 
 
@@ -220,8 +237,7 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
                 None if policy is None else sharding.shard_batch(policy, run.mesh, run.rules),
             )
             session.watch.dispatched(step, metrics)
-            if session.watch.limit_reached:  # this step too, then it is logged whatever log_every
-                session.watch.settle()
+            if session.watch.limit_reached:  # logged whatever log_every: the step after the limit
                 session.writer.write(step, window.flush(jax.device_get(metrics)))
                 break
             window.add_tokens(expert)
@@ -244,7 +260,7 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
             if any(key.startswith("eval_") for key in record):  # keep evaluation out of tokens_per_sec
                 window.restart_clock()
             if step == steps or stop.requested or (every and step % every == 0):
-                if not _checkpoint(session, step):
+                if not _checkpoint(session, step, last=step == steps or stop.requested):
                     break
             if stop.requested:
                 break
@@ -255,13 +271,15 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
     return step
 
 
-def _checkpoint(session: _Session, step: int) -> bool:
-    """Saves the state after `step` unless that step was skipped (its gradients were not finite);
-    False when skipped steps in a row have reached train.max_nonfinite_steps."""
+def _checkpoint(session: _Session, step: int, last: bool) -> bool:
+    """Saves the state after `step`; False (nothing saved) when skipped steps in a row have reached
+    train.max_nonfinite_steps. A periodic save after a skipped step is left out, so that checkpoints
+    of unchanged parameters never rotate earlier ones away; the last one (the end, a signal) is not:
+    a skipped step leaves the state finite, and the run resumes from there."""
     session.watch.settle()
     if session.watch.limit_reached:
         return False
-    if session.watch.streak == 0:
+    if session.watch.streak == 0 or last:
         state, position = session.state, session.batches.get_state()
         session.checkpointer.save(step, state, position, session.run.config.to_json())
     return True

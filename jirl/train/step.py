@@ -231,13 +231,14 @@ def make_train_step(
         # every gradient NaN, so that the optimizer skips the step whole (jirl.optimizer).
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
+        applied_before = state.step - nonfinite_counts(state.opt_state).get("nonfinite_steps", 0)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(
             metrics,
             loss=loss,
             grad_norm=grad_norm,
-            learning_rate=schedule(state.step),
+            learning_rate=schedule(applied_before),  # the optimizer's count: skipped steps do not move it
             **nonfinite_counts(opt_state),
         )
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

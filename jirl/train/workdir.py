@@ -34,7 +34,7 @@ def load_trained(workdir: str) -> Trained:
         config = experiment.upgrade(ConfigDict(json.load(f)))  # a run saved before keys moved, too
     run = experiment.build(config, training=False)
     graphdef, target, _ = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
-    checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
+    checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep), read_only=True)
     try:
         restored = checkpointer.restore_latest(target)
     finally:

@@ -63,6 +63,38 @@ def _assert_same(a, b):
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def _poison_batch(monkeypatch, number):
+    """From now on the training pipeline's `number`-th batch holds a NaN in its loss mask; returns
+    the real `make_batches`."""
+    make_batches = jirl.data.make_batches
+
+    class Poisoned:
+        """The training batches, one with a NaN in its loss mask."""
+
+        def __init__(self, batches):
+            self.batches, self.count = batches, 0
+
+        def __next__(self):
+            batch = next(self.batches)
+            self.count += 1
+            if self.count == number:
+                batch["loss_mask"] = batch["loss_mask"] * np.float32("nan")
+            return batch
+
+        def get_state(self):
+            return self.batches.get_state()
+
+        def set_state(self, state):
+            self.batches.set_state(state)
+
+    def poisoned(task, split, **kwargs):
+        batches = make_batches(task, split, **kwargs)
+        return Poisoned(batches) if split == "train" else batches
+
+    monkeypatch.setattr(jirl.data, "make_batches", poisoned)
+    return make_batches
+
+
 @pytest.fixture(scope="module")
 def straight_run(tiny_data_dir, tmp_path_factory):
     """The run the faulty ones must end equal to: 30 steps straight through."""
@@ -96,32 +128,7 @@ def test_a_diverging_run_stops_and_every_checkpoint_stays_finite(tiny_data_dir, 
 def test_a_nan_batch_mid_run_is_skipped_as_if_its_update_never_happened(tiny_data_dir, tmp_path, monkeypatch):
     """Step 13's batch holds a NaN: that step changes nothing; the run goes on and ends equal to a run
     whose step 13 is not taken at all (the data still advance)."""
-    make_batches = jirl.data.make_batches
-
-    class Poisoned:
-        """The training batches, the 13th with a NaN in its loss mask."""
-
-        def __init__(self, batches):
-            self.batches, self.count = batches, 0
-
-        def __next__(self):
-            batch = next(self.batches)
-            self.count += 1
-            if self.count == 13:
-                batch["loss_mask"] = batch["loss_mask"] * np.float32("nan")
-            return batch
-
-        def get_state(self):
-            return self.batches.get_state()
-
-        def set_state(self, state):
-            self.batches.set_state(state)
-
-    def poisoned(task, split, **kwargs):
-        batches = make_batches(task, split, **kwargs)
-        return Poisoned(batches) if split == "train" else batches
-
-    monkeypatch.setattr(jirl.data, "make_batches", poisoned)
+    make_batches = _poison_batch(monkeypatch, 13)
     assert cli.main(_args(tmp_path / "nan", tiny_data_dir)) == 0
     monkeypatch.setattr(jirl.data, "make_batches", make_batches)
 
@@ -148,6 +155,18 @@ def test_a_nan_batch_mid_run_is_skipped_as_if_its_update_never_happened(tiny_dat
     assert np.isfinite(metrics[-1]["loss"])
 
 
+def test_a_single_bad_batch_stops_a_run_that_allows_none(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """train.max_nonfinite_steps=1: the one skipped step stops the run (exit 3), even when the steps
+    after it are fine; the checkpoint before it is the newest."""
+    _poison_batch(monkeypatch, 13)
+    workdir = tmp_path / "run"
+    assert cli.main(_args(workdir, tiny_data_dir, "--config.train.max_nonfinite_steps=1")) == 3
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("jirl: error: steps 13-13: 1 consecutive steps had non-finite gradients"), line
+    assert "the newest checkpoint, step 10" in line
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["10"]
+
+
 def test_a_second_run_on_a_busy_workdir_stops_at_once(tiny_data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     first = _jirl(*_args(workdir, tiny_data_dir, steps=100000), stdout=subprocess.DEVNULL,
@@ -159,12 +178,10 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once(tiny_data_dir, tmp_path, c
             time.sleep(0.05)
         holder = json.loads((workdir / LOCK_NAME).read_text())
         assert holder["pid"] == first.pid and {"host", "started"} <= set(holder)
-        metrics_before = (workdir / "metrics.jsonl").stat().st_size
         assert cli.main(_args(workdir, tiny_data_dir)) == 2
         line = capsys.readouterr().err.strip()
         assert line.startswith(f"jirl: error: {workdir} is in use by the run of process {first.pid} on ")
-        assert first.poll() is None  # the first run goes on, its files its own
-        assert (workdir / "metrics.jsonl").stat().st_size >= metrics_before
+        assert first.poll() is None  # the first run goes on
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=300)
