@@ -14,11 +14,13 @@ while a run writes there. The newest complete checkpoint is never touched by any
 
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import logging as std_logging
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -30,6 +32,20 @@ from jax.experimental import multihost_utils
 from jirl.errors import ConfigError, WriteFailed
 
 TEMPORARY = "*.orbax-checkpoint-tmp*"  # where orbax writes a checkpoint before renaming it into place
+
+
+def _remove_temporaries(directory: str, settle_s: float = 1.0) -> None:
+    """Removes the temporary directories of unfinished checkpoints, again until none has come back
+    for `settle_s` seconds (tensorstore may still be writing one from its own threads), at most 10 s."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        for path in glob.glob(os.path.join(directory, TEMPORARY)):
+            shutil.rmtree(path, ignore_errors=True)
+        quiet_until = time.monotonic() + settle_s
+        while time.monotonic() < quiet_until and not glob.glob(os.path.join(directory, TEMPORARY)):
+            time.sleep(0.05)
+        if not glob.glob(os.path.join(directory, TEMPORARY)) or time.monotonic() > deadline:
+            return
 
 
 def os_error(error: BaseException | None) -> OSError | None:
@@ -44,12 +60,17 @@ def os_error(error: BaseException | None) -> OSError | None:
 
 
 class _QuietWriteErrors(std_logging.Filter):
-    """Drops orbax's log records of a failed write (a traceback per writer thread); the Checkpointer
-    reports the failure itself, as one line."""
+    """Drops orbax's log records of a failed write (a traceback per writer thread, and after the
+    failure those of the threads it leaves behind); the Checkpointer reports the failure as one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.failed = False
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not ("orbax" in (record.pathname or "") and os_error(error) is not None)
+        from_orbax = "orbax" in (record.pathname or "")
+        return not (from_orbax and error is not None and (self.failed or os_error(error) is not None))
 
 
 def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -129,14 +150,20 @@ class Checkpointer:
         cause = os_error(error)
         if cause is None:
             raise error
-        self._failed = True
-        for path in glob.glob(os.path.join(self.directory, TEMPORARY)):
-            shutil.rmtree(path, ignore_errors=True)
+        self._failed = self._quiet.failed = True  # the filter stays: orbax's threads may log more
+        for _ in range(3):  # the other items' writes of that checkpoint: let them end before removing it
+            try:
+                self.manager.wait_until_finished()
+                break
+            except Exception:  # noqa: BLE001 - each wait may raise what one more item met
+                continue
         try:
-            self.manager.reload()
-        except Exception:  # noqa: BLE001 - the steps on disk as last read will do
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - a manager whose write failed may not close cleanly
             pass
-        steps = self.manager.all_steps()
+        _remove_temporaries(self.directory)
+        atexit.register(_remove_temporaries, self.directory, settle_s=0.0)  # what is written after this
+        steps = sorted(int(p) for p in os.listdir(self.directory) if p.isdigit())
         newest = f"step {max(steps)}" if steps else "none yet"
         raise WriteFailed(
             f"writing a checkpoint failed: {cause.strerror or cause} ({cause.filename or self.directory}); "
@@ -188,12 +215,9 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001 - as in save
             self._write_failed(e)
         finally:
-            std_logging.getLogger("absl").removeFilter(self._quiet)
-            try:
+            if not self._failed:  # after a failure the manager is closed and the filter stays
+                std_logging.getLogger("absl").removeFilter(self._quiet)
                 self.manager.close()
-            except Exception:  # noqa: BLE001 - after a failed write the manager may not close cleanly
-                if not self._failed:
-                    raise
 
 
 def abstract(tree: Any) -> Any:
