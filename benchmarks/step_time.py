@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jirl import forward, losses, models
+from jirl import forward, host_memory, losses, models
 from jirl.experiment import load_config
 from jirl.optimizer import make_optimizer
 from jirl.train import create_train_state, make_train_step
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
+    host_memory.reuse_freed_memory()  # as `jirl train` runs
 
     overrides = {"vocab_size": args.vocab} if args.vocab else {}
     cfg = models.get_config(args.preset, **overrides)

@@ -69,8 +69,19 @@ def get_config() -> ConfigDict:
     # Demonstrations: `path` (JSON lines of {"states": [...], "actions": [...]}) replaces the sampled
     # training set; the held-out test set is always sampled from the expert.
     config.demos = ConfigDict(dict(train=100, test=200, horizon=80, temperature=1.0, path=""))
+    # horizon: 0 solves the discounted infinite-horizon problem (soft VI to a fixed point, each solve
+    # warm-started from the last when warm_start); H >= 1 exactly H soft backups per evaluation.
     config.irl = ConfigDict(
-        dict(optimizer="lbfgs", learning_rate=1.0, steps=100, l2=0.0, baseline=True, baseline_l2=0.0)
+        dict(
+            optimizer="lbfgs",
+            learning_rate=1.0,
+            steps=100,
+            l2=0.0,
+            baseline=True,
+            baseline_l2=0.0,
+            horizon=0,
+            warm_start=True,
+        )
     )
     # Agents noisy in either way (value noise sigma, Boltzmann temperature) to fit both models to;
     # pomdp_*: the small instance for exact belief planning vs value noise (size 0: skip).

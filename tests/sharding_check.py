@@ -33,7 +33,11 @@ from jirl.optimizer import make_optimizer  # noqa: E402
 from jirl.train import create_train_state, make_train_step  # noqa: E402
 from jirl.train.state import create_sharded_train_state, sharded_state_target  # noqa: E402
 
-RTOL, ATOL = 1e-5, 1e-6
+# Adam's g / sqrt(v) turns reduction-order noise in small gradients (the order differs across
+# meshes) into parameter noise: after 2 steps on 8 x 128 positions, up to 2.9e-5 (1.1e-5 with the
+# dense attention), where the parameters move by 2.7e-3; at 16 positions it stayed under 1e-6.
+RTOL, ATOL = 1e-5, 5e-5
+METRIC_ATOL = 1e-6
 # T5's encoder gets small gradients (it reaches the loss through cross-attention only), and Adam's
 # g / sqrt(v) turns their reduction-order noise into parameter noise of up to ~3e-5 after 2 steps.
 ATOL_ENCODER_DECODER = 5e-5
@@ -41,8 +45,9 @@ LOSSES = {"mle": {}, "iqlearn": dict(lam=0.5, gamma=0.9)}
 FULL, CHUNKED, GATHERED = HeadOptions(0), HeadOptions(64, 1.0), HeadOptions(64, 0.75)
 # (data, fsdp, tensor), loss, scan_layers, microbatches, preset, head: every mesh, both losses, both
 # layer loops, the T5 encoder-decoder, and the head from full logits, in vocabulary chunks (259
-# entries: 5 chunks of 52, sharded over `tensor`) and with the response positions gathered (12 slots
-# of 16 per row). The one-device reference always takes full logits.
+# entries: 5 chunks of 52, sharded over `tensor`) and with the response positions gathered (96 slots
+# of 128 per row). 128 positions: the decoder's attention runs in blocks (models.blocked_attention).
+# The one-device reference always takes full logits.
 CASES = [
     ((8, 1, 1), "mle", True, 1, "tiny", FULL),
     ((1, 8, 1), "iqlearn", True, 1, "tiny", CHUNKED),
@@ -56,13 +61,12 @@ CASES = [
 
 def _train_cfg():
     train = load_arith().train
-    # Adam's g / sqrt(v) turns relative rounding noise in small gradients (reduction order differs
-    # across meshes) into parameter noise proportional to the learning rate: 1e-3 keeps it < 1e-6.
+    # The parameter noise of Adam (see ATOL) grows with the learning rate: 1e-3 keeps it small.
     train.update(learning_rate=1e-3, warmup_steps=0)
     return train
 
 
-def _batch(seed, b=8, t=16, vocab=259, encoder_decoder=False):
+def _batch(seed, b=8, t=128, vocab=259, encoder_decoder=False):
     """Uneven masks (a row with none, one with extra tokens) so token weighting matters; an
     encoder-decoder batch adds 12 encoder tokens per row, the last 3 of row 2 padding."""
     rng = np.random.default_rng(seed)
@@ -132,7 +136,7 @@ def equivalence(scan_layers: bool):
         out_state, history, out_shardings = _run(state, step, mesh, encoder_decoder=seq2seq)
         same_shardings = jax.tree.map(lambda a, b: a.is_equivalent_to(b, 4), out_shardings, shardings.params)
         max_diff, violations = _compare(out_state, ref_state, ATOL_ENCODER_DECODER if seq2seq else ATOL)
-        metric_diff, metric_violations = _compare(history, ref_history)
+        metric_diff, metric_violations = _compare(history, ref_history, METRIC_ATOL)
         results.append(
             dict(
                 mesh=shape,

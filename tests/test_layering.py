@@ -13,7 +13,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jirl"
 # Bottom to top. A part may import parts of lower layers only: not its own layer's other parts.
 LAYERS = (
-    ("errors",),
+    ("errors", "host_memory"),
     ("models", "losses", "data", "sharding", "distributed", "optimizer", "irl"),
     ("forward", "sampling"),
     ("evaluation", "experiment"),

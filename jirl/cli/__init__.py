@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jirl import host_memory
 from jirl.cli import commands
 from jirl.cli.flags import USAGE, one_line
 from jirl.errors import ConfigError, RunError
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         got = f"'{argv[0]}'" if argv else "no command"
         return _fail(f"unknown command {got}; accepted: {list(COMMANDS)}. {USAGE}")
+    host_memory.reuse_freed_memory()  # before any step runs: XLA:CPU's step buffers are reused
     try:
         return COMMANDS[argv[0]](argv[1:])
     except (ConfigError, RunError) as e:

@@ -95,6 +95,14 @@ def _check_numbers(config, mdp: MDP) -> None:
     for key, value in positive.items():
         if not float(value) > 0:
             raise ConfigError(f"{key}={value} must be > 0.")
+    horizon = config.irl.get("horizon", 0)
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
+        raise ConfigError(
+            f"irl.horizon={horizon!r}; accepted: 0 (discounted, infinite horizon) "
+            "or a whole number of steps >= 1."
+        )
+    if not isinstance(config.irl.get("warm_start", True), bool):
+        raise ConfigError(f"irl.warm_start={config.irl.warm_start!r}; accepted: True or False.")
     if config.irl.optimizer not in maxent.OPTIMIZERS:
         raise ConfigError(f"irl.optimizer='{config.irl.optimizer}'; accepted: {list(maxent.OPTIMIZERS)}.")
     if not 0.0 < float(config.anomaly.erratic_prob) <= 1.0:

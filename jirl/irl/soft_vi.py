@@ -5,19 +5,35 @@ Soft Bellman backup at temperature tau (tau = 1: MaxEnt / maximum causal entropy
     Q(s, a) = r(s, a) + gamma * sum_s' P(s'|s, a) V(s'),    V(terminal) = 0
     V(s)    = tau * log sum_a exp(Q(s, a) / tau),            pi(a|s) = exp((Q(s, a) - V(s)) / tau)
 
-iterated until max_s |V_new - V| <= tol * max(1, max_s |V|) (or max_iters). `value_iteration` is
+iterated until max_s |V_new - V| <= tol * max(1, max_s |V|), or until that residual stalls (float32
+round-off: the backup is a max-norm gamma-contraction, so it halves every ln 2 / (1 - gamma) sweeps
+until then), or max_iters. `value_iteration` is
 the hard backup (tau -> 0: V = max_a Q). Visitation: d = init + gamma * P_pi^T d over the states
-where the agent acts, D(s, a) = d(s) pi(a|s) = E[sum_t gamma^t 1(s_t = s, a_t = a)].
+where the agent acts, D(s, a) = d(s) pi(a|s) = E[sum_t gamma^t 1(s_t = s, a_t = a)]. Both
+fixed-point solves take a warm start (`value_S`, `visits_S`): the stopping rule is the same, so a
+warm start near the answer only saves sweeps (at discount 0.975 each 10x of error costs ~90).
+
+Finite horizon H (exactly H backward sweeps, a time-dependent policy; Ziebart's recursion):
+
+    V_H = 0,   Q_t = r + gamma * E[V_{t+1}(s')],   V_t = tau log sum_a exp(Q_t / tau),
+    pi_t(a|s) = exp((Q_t(s, a) - V_t(s)) / tau)                          for t = H-1, ..., 0
+    d_0 = init,   d_{t+1}(s') = sum_{s,a} d_t(s) pi_t(a|s) P(s'|s, a) (1 - terminal(s))
+    D(s, a) = sum_{t<H} gamma^t d_t(s) pi_t(a|s)
+
+(Q_{H-1} = r: the last action sees only its own reward). E_{s_0 ~ init}[V_0(s_0)] is the log
+partition function of H-step trajectories and its gradient in r is D. Discount 1 is allowed here.
 Everything is jitted; a stacked batch of MDPs goes through `jax.vmap`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jirl.errors import ConfigError
 from jirl.irl.mdp import MDP
 
 TOL = 1e-6
@@ -42,20 +58,40 @@ def q_values(mdp: MDP, reward_SA: jax.Array, value_S: jax.Array) -> jax.Array:
     return reward_SA + mdp.discount * expected_next(mdp, value_S * (1.0 - mdp.terminal_S))
 
 
-def _iterate(backup, mdp: MDP, reward_SA, value_S, tol, max_iters):
+def stall_window(discount) -> jax.Array:
+    """Sweeps within which a gamma-contraction at least halves its residual, twice over, plus slack:
+    a residual that has not halved in that many sweeps is float32 round-off, not convergence."""
+    return jnp.int32(2.0 * jnp.log(2.0) / jnp.maximum(1.0 - discount, 1e-6)) + 8
+
+
+def fixed_point(sweep, start, tol, discount, max_iters):
+    """(x, sweeps, residual): x <- sweep(x) = (new x, residual, scale) until residual <= tol * scale,
+    or the residual stalls (no halving within stall_window sweeps), or max_iters."""
+    window = stall_window(discount)
+
     def cond(carry):
-        _, i, residual, scale = carry
-        return (i < max_iters) & (residual > tol * scale)
+        _, i, residual, scale, _, mark_i = carry
+        return (i < max_iters) & (residual > tol * scale) & (i - mark_i <= window)
 
     def body(carry):
-        value_S, i, _, _ = carry
-        new_S = backup(q_values(mdp, reward_SA, value_S)) * (1.0 - mdp.terminal_S)
-        residual = jnp.max(jnp.abs(new_S - value_S))
-        return new_S, i + 1, residual, jnp.maximum(1.0, jnp.max(jnp.abs(new_S)))
+        x, i, _, _, mark, mark_i = carry
+        new_x, residual, scale = sweep(x)
+        halved = residual <= 0.5 * mark
+        mark, mark_i = jnp.where(halved, residual, mark), jnp.where(halved, i + 1, mark_i)
+        return new_x, i + 1, residual, scale, mark, mark_i
 
-    init = (value_S, jnp.int32(0), jnp.float32(jnp.inf), jnp.float32(1.0))
-    value_S, iterations, residual, _ = jax.lax.while_loop(cond, body, init)
-    return value_S, iterations, residual
+    big = jnp.float32(jnp.finfo(jnp.float32).max)
+    init = (start, jnp.int32(0), big, jnp.float32(1.0), big, jnp.int32(0))
+    x, sweeps, residual, _, _, _ = jax.lax.while_loop(cond, body, init)
+    return x, sweeps, residual
+
+
+def _iterate(backup, mdp: MDP, reward_SA, value_S, tol, max_iters):
+    def sweep(value_S):
+        new_S = backup(q_values(mdp, reward_SA, value_S)) * (1.0 - mdp.terminal_S)
+        return new_S, jnp.max(jnp.abs(new_S - value_S)), jnp.maximum(1.0, jnp.max(jnp.abs(new_S)))
+
+    return fixed_point(sweep, value_S, tol, mdp.discount, max_iters)
 
 
 @jax.jit
@@ -102,6 +138,31 @@ def propagate(mdp: MDP, weight_SA: jax.Array) -> jax.Array:
 
 
 @jax.jit
+def state_visitation(
+    mdp: MDP,
+    log_policy_SA: jax.Array,
+    init_S: jax.Array | None = None,
+    *,
+    visits_S: jax.Array | None = None,
+    tol: float = 1e-7,
+    max_iters: int = MAX_ITERS,
+) -> tuple[jax.Array, jax.Array]:
+    """(d, sweeps): d = init + gamma * sum_{s,a} d(s) pi(a|s) P(.|s, a) over non-terminal s, iterated
+    from `visits_S` (default: init) until |d_new - d|_1 <= tol * max(1, |d_new|_1), or until that
+    change stalls (the sweep is an L1 gamma-contraction: only round-off stalls it)."""
+    init_S = mdp.init_S if init_S is None else jnp.asarray(init_S, jnp.float32)
+    acting_SA = jnp.exp(log_policy_SA) * (1.0 - mdp.terminal_S)[:, None]
+
+    def sweep(d_S):
+        new_S = init_S + mdp.discount * propagate(mdp, d_S[:, None] * acting_SA)
+        return new_S, jnp.sum(jnp.abs(new_S - d_S)), jnp.maximum(1.0, jnp.sum(new_S))
+
+    start_S = init_S if visits_S is None else visits_S
+    d_S, sweeps, _ = fixed_point(sweep, start_S, tol, mdp.discount, max_iters)
+    return d_S, sweeps
+
+
+@jax.jit
 def state_action_visitation(
     mdp: MDP,
     log_policy_SA: jax.Array,
@@ -110,24 +171,85 @@ def state_action_visitation(
     tol: float = 1e-7,
     max_iters: int = MAX_ITERS,
 ) -> jax.Array:
-    """D(s, a) = E[sum_t gamma^t 1(s_t = s, a_t = a)] from `init_S` (default: the MDP's start).
+    """D(s, a) = E[sum_t gamma^t 1(s_t = s, a_t = a)] = d(s) pi(a|s) from `init_S` (default: the
+    MDP's start), d from `state_visitation`."""
+    d_S, _ = state_visitation(mdp, log_policy_SA, init_S, tol=tol, max_iters=max_iters)
+    return d_S[:, None] * jnp.exp(log_policy_SA) * (1.0 - mdp.terminal_S)[:, None]
 
-    d = init + gamma * sum_{s,a} d(s) pi(a|s) P(.|s, a) over non-terminal s, to a fixed point.
-    """
+
+# ------------------------------------------------------------------------------ finite horizon
+
+
+class HorizonSolution(NamedTuple):
+    value_TS: jax.Array  # V_t for t = 0..H, [H + 1, S]; V_H = 0
+    q_SA: jax.Array  # Q_0
+    value_S: jax.Array  # V_0
+    log_policy_SA: jax.Array  # log pi_0, the first step's policy (pi_t needs value_TS)
+
+
+def check_horizon(horizon) -> int:
+    """`horizon` as an int, or ConfigError unless it is a whole number >= 1."""
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+        raise ConfigError(f"horizon={horizon!r} must be a whole number of steps, at least 1.")
+    return int(horizon)
+
+
+def _soft_max(q_SA: jax.Array, tau: jax.Array) -> jax.Array:
+    return tau * jax.nn.logsumexp(q_SA / tau, axis=-1)
+
+
+def finite_horizon_values(mdp: MDP, reward_SA: jax.Array, horizon: int, temperature=1.0) -> jax.Array:
+    """V_0..V_H, [H + 1, S]: exactly H soft backups from V_H = 0 (module docstring)."""
+    return _finite_horizon_values(mdp, reward_SA, check_horizon(horizon), temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _finite_horizon_values(mdp: MDP, reward_SA: jax.Array, horizon: int, temperature=1.0) -> jax.Array:
+    reward_SA = jnp.asarray(reward_SA, jnp.float32)
+    tau = jnp.asarray(temperature, jnp.float32)
+
+    def backup(value_S, _):
+        new_S = _soft_max(q_values(mdp, reward_SA, value_S), tau) * (1.0 - mdp.terminal_S)
+        return new_S, new_S
+
+    last_S = jnp.zeros(mdp.num_states, jnp.float32)
+    _, values_TS = jax.lax.scan(backup, last_S, None, length=horizon)  # V_{H-1}, ..., V_0
+    return jnp.concatenate([values_TS[::-1], last_S[None]])
+
+
+def finite_horizon_soft_vi(mdp: MDP, reward_SA: jax.Array, horizon: int, temperature=1.0) -> HorizonSolution:
+    """The H-step soft values and the first step's Q and policy."""
+    return _finite_horizon_soft_vi(mdp, reward_SA, check_horizon(horizon), temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _finite_horizon_soft_vi(mdp: MDP, reward_SA: jax.Array, horizon: int, temperature=1.0) -> HorizonSolution:
+    value_TS = _finite_horizon_values(mdp, reward_SA, horizon, temperature)
+    q_SA = q_values(mdp, jnp.asarray(reward_SA, jnp.float32), value_TS[1])
+    log_policy_SA = jax.nn.log_softmax(q_SA / jnp.asarray(temperature, jnp.float32), axis=-1)
+    return HorizonSolution(value_TS, q_SA, value_TS[0], log_policy_SA)
+
+
+@jax.jit
+def finite_horizon_visitation(
+    mdp: MDP, reward_SA: jax.Array, value_TS: jax.Array, init_S: jax.Array | None = None, temperature=1.0
+) -> jax.Array:
+    """D(s, a) = sum_{t<H} gamma^t d_t(s) pi_t(a|s), [S, A]: H forward sweeps, pi_t recomputed from
+    V_{t+1} (so only [H + 1, S] is stored, never [H, S, A])."""
     init_S = mdp.init_S if init_S is None else jnp.asarray(init_S, jnp.float32)
-    acting_SA = jnp.exp(log_policy_SA) * (1.0 - mdp.terminal_S)[:, None]
+    reward_SA = jnp.asarray(reward_SA, jnp.float32)
+    tau = jnp.asarray(temperature, jnp.float32)
+    acting_S1 = (1.0 - mdp.terminal_S)[:, None]
 
-    def cond(carry):
-        _, i, residual = carry
-        return (i < max_iters) & (residual > tol)
+    def forward(carry, next_value_S):
+        mass_S, total_SA = carry  # mass_S = gamma^t d_t
+        policy_SA = jax.nn.softmax(q_values(mdp, reward_SA, next_value_S) / tau, axis=-1)
+        flow_SA = mass_S[:, None] * policy_SA * acting_S1
+        return (mdp.discount * propagate(mdp, flow_SA), total_SA + flow_SA), None
 
-    def body(carry):
-        d_S, i, _ = carry
-        new_S = init_S + mdp.discount * propagate(mdp, d_S[:, None] * acting_SA)
-        return new_S, i + 1, jnp.max(jnp.abs(new_S - d_S)) / jnp.maximum(1.0, jnp.max(new_S))
-
-    d_S, _, _ = jax.lax.while_loop(cond, body, (init_S, jnp.int32(0), jnp.float32(jnp.inf)))
-    return d_S[:, None] * acting_SA
+    start = (init_S, jnp.zeros(reward_SA.shape, jnp.float32))
+    (_, visits_SA), _ = jax.lax.scan(forward, start, value_TS[1:])
+    return visits_SA
 
 
 def feature_expectations(visitation_SA: jax.Array, features_SAF: jax.Array) -> jax.Array:

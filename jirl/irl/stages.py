@@ -64,6 +64,8 @@ def _irl(config, mdp, features_SAF, train, test, progress, l2=None):
         learning_rate=config.irl.learning_rate,
         l2=config.irl.l2 if l2 is None else l2,
         optimizer=config.irl.optimizer,
+        horizon=int(config.irl.get("horizon", 0)) or None,
+        warm_start=bool(config.irl.get("warm_start", True)),
         progress=progress,
     )
     reward_SA = features_SAF @ result.weights_F

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+
 from jirl.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
@@ -13,6 +15,7 @@ ROPE_SCALINGS = ("none", "llama3")
 POSITION_EMBEDDINGS = ("rope", "learned", "relative")
 NORMS = ("rms", "rms_plus_one", "layer")
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu", "relu")
+ATTENTIONS = ("auto", "blocked", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +39,8 @@ class ModelConfig:
     tie_embeddings: bool = False
     dtype: str = "float32"  # compute dtype; parameters stay float32
     remat: str = "none"  # none | full | dots
-    scan_layers: bool = True
+    scan_layers: bool | None = None  # one lax.scan over the layers; None: `scans_layers` decides
+    attention: str = "auto"  # causal self-attention: blocked | dense | auto (`attention_form` decides)
     # RoPE frequency scaling of Llama 3: inv_freq / factor at long wavelengths, smoothly interpolated.
     rope_scaling: str = "none"  # none | llama3
     rope_factor: float = 8.0
@@ -82,6 +86,7 @@ class ModelConfig:
             ("position_embedding", POSITION_EMBEDDINGS),
             ("norm", NORMS),
             ("activation", ACTIVATIONS),
+            ("attention", ATTENTIONS),
         ]:
             if getattr(self, key) not in accepted:
                 raise ConfigError(
@@ -109,6 +114,34 @@ class ModelConfig:
                     f"model.norm='{self.norm}' is not supported in a T5 encoder-decoder; accepted: 'rms'."
                 )
 
+    def scans_layers(self, platform: str | None = None) -> bool:
+        """Whether the layers run as one `lax.scan` (one compiled layer, fast compiles) or unrolled.
+
+        `scan_layers` when set; when None, scan on accelerators and unroll on CPU (`platform`,
+        default the default backend's), where XLA:CPU runs the scanned train step about 25%
+        slower: it copies each layer's residuals and gradients into and out of [L, ...] buffers
+        and runs fewer independent operations side by side.
+        """
+        if self.scan_layers is not None:
+            return self.scan_layers
+        return (platform or jax.default_backend()) != "cpu"
+
+    def attention_form(self, platform: str | None = None) -> str:
+        """How the decoder's causal self-attention over a whole sequence runs: `attention`, or for
+        "auto" blocked on CPU (`models.blocked_attention`: 13% of the train step saved on the
+        shapes of `benchmarks/peer_step.py`) and dense on accelerators, whose compilers fuse the
+        dense form (and where a fused kernel is what would replace it; not measured here).
+        """
+        if self.attention != "auto":
+            return self.attention
+        return "blocked" if (platform or jax.default_backend()) == "cpu" else "dense"
+
+    def for_platform(self, platform: str) -> ModelConfig:
+        """This config with `scan_layers` and `attention` fixed for the devices it compiles for."""
+        return dataclasses.replace(
+            self, scan_layers=self.scans_layers(platform), attention=self.attention_form(platform)
+        )
+
     @property
     def is_encoder_decoder(self) -> bool:
         return self.encoder_layers > 0
@@ -130,8 +163,10 @@ class ModelConfig:
         if self.encoder_layers:  # T5: + cross-attention per decoder layer, bias tables, encoder norm
             cross = norm + d * h * hd + 2 * d * k * hd + h * hd * d
             tables = 2 * self.relative_buckets * h
-            return (self.encoder_layers + self.num_layers) * per_layer + self.num_layers * cross + (
-                embeddings + tables + 2 * norm
+            return (
+                (self.encoder_layers + self.num_layers) * per_layer
+                + self.num_layers * cross
+                + (embeddings + tables + 2 * norm)
             )
         return self.num_layers * per_layer + embeddings + positions + norm
 

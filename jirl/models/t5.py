@@ -152,7 +152,7 @@ class EncoderDecoder(nnx.Module):
             )
             return layers.constrain(_mlp_residual(p, x, cfg), layers.ACTIVATIONS_BTD), None
 
-        x, _ = run_layers(body, x, self.encoder.stacked(), remat=cfg.remat, scan=cfg.scan_layers)
+        x, _ = run_layers(body, x, self.encoder.stacked(), remat=cfg.remat, scan=cfg.scans_layers())
         return norm(x, {"encoder_norm": self.encoder_norm[...]}, "encoder_norm", cfg)
 
     def start_cache(
@@ -233,7 +233,7 @@ class EncoderDecoder(nnx.Module):
             return layers.constrain(_mlp_residual(p, x, cfg), layers.ACTIVATIONS_BTD), kv
 
         x, new_kv = run_layers(
-            body, x, self.decoder.stacked(), kv_caches, remat=cfg.remat, scan=cfg.scan_layers
+            body, x, self.decoder.stacked(), kv_caches, remat=cfg.remat, scan=cfg.scans_layers()
         )
         x = norm(x, {"final_norm": self.final_norm[...]}, "final_norm", cfg)
         if cfg.tie_embeddings:

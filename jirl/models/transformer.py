@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jirl.models import layers
+from jirl.models import blocked_attention, layers
 from jirl.models.blocks import causal_context, norm, project_outputs
 from jirl.models.config import ModelConfig
 from jirl.models.stack import LayerSpecs, StackedLayers, param, run_layers
@@ -77,10 +77,29 @@ def rope_inv_freq(cfg: ModelConfig):
     return None
 
 
+def self_attention(
+    q_BTHD: jax.Array,
+    k_BSKD: jax.Array,
+    v_BSKD: jax.Array,
+    mask_BTS: jax.Array,
+    cfg: ModelConfig,
+    cached: bool,
+) -> jax.Array:
+    """Causal self-attention: in blocks (`blocked_attention`, never holding [B, H, T, T]) over the
+    sequence's own slots when the config's `attention_form` is "blocked", the sequence holds two
+    blocks and there is no soft-cap; else the dense form."""
+    scale = cfg.query_scale**-0.5 if cfg.query_scale > 0 else q_BTHD.shape[-1] ** -0.5
+    blocked = not cached and cfg.attn_softcap <= 0 and cfg.attention_form() == "blocked"
+    block = blocked_attention.block_size(q_BTHD.shape[1]) if blocked else 0
+    if block:
+        return blocked_attention.causal_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, block)
+    return layers.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, cfg.attn_softcap)
+
+
 def decoder_block(
     p: dict[str, jax.Array],
     x_BTD: jax.Array,
-    positions_BT: jax.Array,
+    rope: layers.RopeTables | None,
     mask_BTS: jax.Array,
     cfg: ModelConfig,
     kv_cache=None,
@@ -88,21 +107,20 @@ def decoder_block(
 ):
     """x + attn(norm x), then + mlp(norm x). With a cache, new k/v are written at cache_index.
 
+    `rope`: the rotary tables of the positions (`layers.rope_tables`), None without RoPE.
+
     With post_norms (Gemma 2): x + norm(attn(norm x)), then x + norm(mlp(norm x)).
     """
     dt = x_BTD.dtype
     h = norm(x_BTD, p, "attn_norm", cfg)
     q, k, v = (layers.project_heads(h, p, name) for name in ("q", "k", "v"))
-    if cfg.position_embedding == "rope":
-        inv_freq = rope_inv_freq(cfg)
-        q = layers.apply_rope(q, positions_BT, cfg.rope_theta, inv_freq)
-        k = layers.apply_rope(k, positions_BT, cfg.rope_theta, inv_freq)
+    if rope is not None:
+        q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
     if kv_cache is not None:
         k, v = layers.write_kv(*kv_cache, k, v, cache_index)
         kv_cache = (k, v)
-    scale = cfg.query_scale**-0.5 if cfg.query_scale > 0 else None
-    attn = layers.dot_product_attention(q, k.astype(dt), v.astype(dt), mask_BTS, scale, cfg.attn_softcap)
-    out = jnp.einsum("bthk,hkd->btd", attn, p["wo"].astype(dt))
+    attn = self_attention(q, k.astype(dt), v.astype(dt), mask_BTS, cfg, cached=kv_cache is not None)
+    out = layers.dense(attn, p["wo"].astype(dt), contract=2)
     if "bo" in p:
         out = out + p["bo"].astype(dt)
     if cfg.post_norms:
@@ -192,11 +210,14 @@ class Transformer(nnx.Module):
         if cfg.position_embedding == "learned":
             x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dt)
         x = layers.constrain(x, layers.ACTIVATIONS_BTD)
+        rope = None
+        if cfg.position_embedding == "rope":
+            rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_theta, rope_inv_freq(cfg))
 
         def body(x, layer):
             params, (kv, is_global) = layer
             mask = mask_BTS if cfg.sliding_window <= 0 else jnp.where(is_global, mask_BTS, local_mask_BTS)
-            x, kv = decoder_block(params, x, positions, mask, cfg, kv, start)
+            x, kv = decoder_block(params, x, rope, mask, cfg, kv, start)
             return layers.constrain(x, layers.ACTIVATIONS_BTD), kv
 
         x, new_kv = run_layers(
@@ -205,7 +226,7 @@ class Transformer(nnx.Module):
             self.layers.stacked(),
             (kv_caches, is_global_L),
             remat=cfg.remat,
-            scan=cfg.scan_layers,
+            scan=cfg.scans_layers(),
         )
 
         final = {"final_norm": self.final_norm[...]}

@@ -85,6 +85,10 @@ def _bad_demos(tmp_path):
             lambda _: {"irl.optimizer": "newton"},
             r"irl\.optimizer='newton'; accepted: \['lbfgs', 'adam', 'sgd'\]",
         ),
+        (
+            lambda _: {"irl.horizon": "-1"},
+            r"irl\.horizon=-1; accepted: 0 \(discounted, infinite horizon\) or a whole number of steps >= 1",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(overrides, message, tmp_path, capsys, cli_args):

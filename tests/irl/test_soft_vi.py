@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jirl.errors import ConfigError
 from jirl.irl import maxent, soft_vi
 from jirl.irl import mdp as mdp_lib
 
@@ -146,3 +147,80 @@ def test_maxent_gradient_is_the_feature_expectation_gap(world, features, demos):
     value, grad, _, _ = maxent.dual(weights, mdp, features_SAF, expert_fe, init_S)
     np.testing.assert_allclose(np.asarray(jax.grad(nll)(weights)), np.asarray(grad), rtol=2e-3, atol=2e-3)
     assert float(nll(weights)) == pytest.approx(float(value), rel=1e-4)  # deterministic: g(w) = NLL
+
+
+def reference_finite_horizon(P_SAS, reward_SA, terminal_S, init_S, gamma, horizon):
+    """Float64: (V_0..V_H, log pi_0, D) of the H-step recursion (soft_vi's module docstring)."""
+    alive_S = 1 - terminal_S
+    values = [np.zeros(len(init_S))]
+    for _ in range(horizon):
+        q_SA = reward_SA + gamma * P_SAS @ (values[-1] * alive_S)
+        top = q_SA.max(-1)
+        values.append((top + np.log(np.exp(q_SA - top[:, None]).sum(-1))) * alive_S)
+    values = values[::-1]
+    d_S, visits_SA, log_policy0 = init_S.copy(), np.zeros_like(reward_SA), None
+    for t in range(horizon):
+        q_SA = reward_SA + gamma * P_SAS @ (values[t + 1] * alive_S)
+        log_policy = q_SA - q_SA.max(-1, keepdims=True)
+        log_policy -= np.log(np.exp(log_policy).sum(-1, keepdims=True))
+        log_policy0 = log_policy if t == 0 else log_policy0
+        flow_SA = gamma**t * d_S[:, None] * np.exp(log_policy) * alive_S[:, None]
+        visits_SA += flow_SA
+        d_S = np.einsum("sa,sat->t", flow_SA, P_SAS) / gamma**t
+    return np.stack(values), log_policy0, visits_SA
+
+
+@pytest.mark.parametrize("name", sorted(WORLDS))
+@pytest.mark.parametrize("horizon,gamma", [(1, None), (7, None), (40, None), (40, 1.0)])
+def test_finite_horizon_matches_float64_reference(name, horizon, gamma):
+    mdp, reward_SA = WORLDS[name]
+    if gamma is not None:
+        mdp = mdp.replace(discount=jnp.float32(gamma))
+    P_SAS = np.asarray(mdp.dense(), np.float64)
+    terminal_S, init_S = np.asarray(mdp.terminal_S, np.float64), np.asarray(mdp.init_S, np.float64)
+    values, log_policy, visits = reference_finite_horizon(
+        P_SAS, reward_SA, terminal_S, init_S, float(mdp.discount), horizon
+    )
+    solution = soft_vi.finite_horizon_soft_vi(mdp, reward_SA, horizon)
+    chex.assert_shape(solution.value_TS, (horizon + 1, mdp.num_states))
+    np.testing.assert_allclose(np.asarray(solution.value_TS), values, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.exp(np.asarray(solution.log_policy_SA)), np.exp(log_policy), atol=1e-5)
+    got = soft_vi.finite_horizon_visitation(mdp, reward_SA, solution.value_TS)
+    np.testing.assert_allclose(np.asarray(got), visits, rtol=1e-4, atol=1e-5)
+
+
+def test_one_step_horizon_is_the_softmax_of_the_reward():
+    mdp, reward_SA = WORLDS["road_graph"]
+    solution = soft_vi.finite_horizon_soft_vi(mdp, reward_SA, 1)
+    expected = jax.nn.log_softmax(jnp.asarray(reward_SA, jnp.float32), -1)
+    np.testing.assert_allclose(np.asarray(solution.log_policy_SA), np.asarray(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("horizon", [0, -3, 2.5, True])
+def test_a_horizon_below_one_step_is_a_config_error(horizon):
+    mdp, reward_SA = WORLDS["slippery_grid"]
+    with pytest.raises(ConfigError, match=r"^horizon=.* must be a whole number of steps, at least 1\.$"):
+        soft_vi.finite_horizon_soft_vi(mdp, reward_SA, horizon)
+
+
+@pytest.mark.parametrize("name", sorted(WORLDS))
+def test_warm_started_solves_land_where_cold_ones_do(name):
+    mdp, reward_SA = WORLDS[name]
+    cold = soft_vi.soft_value_iteration(mdp, reward_SA)
+    nearby = soft_vi.soft_value_iteration(mdp, reward_SA * 1.05)
+    warm = soft_vi.soft_value_iteration(mdp, reward_SA, value_S=nearby.value_S)
+    assert int(warm.iterations) < int(cold.iterations)
+    np.testing.assert_allclose(np.asarray(warm.value_S), np.asarray(cold.value_S), rtol=1e-5, atol=1e-5)
+    visits_cold, sweeps_cold = soft_vi.state_visitation(mdp, cold.log_policy_SA)
+    visits_near, _ = soft_vi.state_visitation(mdp, nearby.log_policy_SA)
+    visits_warm, sweeps_warm = soft_vi.state_visitation(mdp, cold.log_policy_SA, visits_S=visits_near)
+    assert int(sweeps_warm) < int(sweeps_cold)
+    np.testing.assert_allclose(np.asarray(visits_warm), np.asarray(visits_cold), rtol=1e-5, atol=1e-6)
+
+
+def test_a_stalled_residual_stops_the_solve():
+    """A tolerance below float32 round-off stops within a stall window, not at max_iters."""
+    mdp, reward_SA = WORLDS["slippery_grid"]
+    solution = soft_vi.soft_value_iteration(mdp, reward_SA * 100.0, tol=0.0)
+    assert int(solution.iterations) < 2_000
+    assert float(solution.residual) <= 1e-5 * float(jnp.max(jnp.abs(solution.value_S)))

@@ -115,3 +115,33 @@ def test_model_families_share_parts_downward_only():
         for node in (n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)):
             imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         assert f"jirl.models.{sibling}" not in imported, family
+
+
+def test_dense_is_the_einsum_it_replaces_and_checks_the_contracted_dims():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 3, 4, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 5, 6)), jnp.float32)
+    np.testing.assert_allclose(layers.dense(x, w, contract=2), jnp.einsum("btkd,kdo->bto", x, w), rtol=1e-5)
+    np.testing.assert_allclose(layers.dense(x[..., 0, :], w[0]), x[..., 0, :] @ w[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="contracted"):
+        layers.dense(x, w)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rope_rotates_each_pair_like_a_float64_reference(scaled):
+    rng = np.random.default_rng(1)
+    head_dim, theta = 8, 500.0
+    x = rng.normal(size=(2, 5, 3, head_dim)).astype(np.float32)
+    positions = rng.integers(0, 1000, (2, 5))
+    inv_freq = layers.llama3_inv_freq(head_dim, theta, 8.0, 1.0, 4.0, 64) if scaled else None
+    tables = layers.rope_tables(jnp.asarray(positions), head_dim, theta, inv_freq)
+    got = layers.apply_rope(jnp.asarray(x), tables)
+    freq = (
+        np.asarray(inv_freq, np.float64) if scaled else theta ** (-np.arange(head_dim // 2) / (head_dim // 2))
+    )
+    angles = positions[..., None, None].astype(np.float64) * freq  # [B, T, 1, D/2]
+    x1, x2 = x[..., : head_dim // 2].astype(np.float64), x[..., head_dim // 2 :].astype(np.float64)
+    want = np.concatenate(
+        [x1 * np.cos(angles) - x2 * np.sin(angles), x2 * np.cos(angles) + x1 * np.sin(angles)], -1
+    )
+    np.testing.assert_allclose(got, want, atol=2e-5)

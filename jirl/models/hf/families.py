@@ -40,16 +40,21 @@ def family_of(cfg: ModelConfig) -> str:
     return next(f.model_type for f in SPECIFICITY if f.claims(cfg))
 
 
+# How a model computes, not what it is: kept out of (and never refused by) a Hugging Face config.
+COMPUTE_OPTIONS = ("dtype", "remat", "scan_layers", "attention")
+
+
 def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, Any]:
     """A Hugging Face config.json dict for `cfg`; refuses options the family cannot express, by name.
 
     The check is a round trip: the dict read back must give `cfg` again, up to compute options
-    (dtype, remat, scan_layers) and fields that do not apply to `cfg`.
+    (dtype, remat, scan_layers, attention) and fields that do not apply to `cfg`.
     """
     family = get(model_type or family_of(cfg))
     hf = family.write_config(cfg)
     hf.update(model_type=family.model_type, architectures=[family.architecture], torch_dtype="float32")
-    back = config_from_hf(hf, dtype=cfg.dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
+    compute = {k: getattr(cfg, k) for k in COMPUTE_OPTIONS}
+    back = config_from_hf(hf, **compute)
     differ = [f.name for f in dataclasses.fields(cfg) if getattr(back, f.name) != getattr(cfg, f.name)]
     unused = {"sliding_pattern"} if cfg.sliding_window <= 0 else set()  # options that do not apply
     if cfg.rope_scaling == "none":
