@@ -22,7 +22,7 @@ ATTENTIONS = ("auto", "blocked", "dense")
 class ModelConfig:
     """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention.
 
-    The options after `scan_layers` describe other decoder families (Qwen2, Gemma 1/2, GPT-2; see
+    The options after `attention` describe other decoder families (Qwen2, Gemma 1/2, GPT-2; see
     jirl.models.hf); their defaults are the Llama decoder.
     """
 
