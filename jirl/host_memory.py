@@ -6,7 +6,9 @@ allocation that large from a fresh `mmap` and returns it with `munmap`, so every
 faults in and zeroes every page again: 172k minor faults and 0.28 s of system time a step there,
 15% of its wall time. With one malloc arena, no `mmap` for large blocks and a high trim threshold,
 the freed buffer stays in the heap and the next step reuses it (no faults). The price: the
-process keeps its peak host memory until it exits, which is what a training process holds anyway.
+process keeps its peak host memory until it exits, and every thread shares one arena; so the CLI
+applies it only where JAX will run on the CPU (`reuse_freed_memory_if_cpu`). It must happen before
+JAX starts its backend: threads that have allocated keep their own arenas.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import glob
+import os
 
 # mallopt(3) parameters.
 _M_TRIM_THRESHOLD = -1
@@ -33,3 +37,19 @@ def reuse_freed_memory() -> bool:
         return False
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP))
     return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def accelerator_expected() -> bool:
+    """Whether JAX will run on a GPU or TPU, decided without starting JAX: the first platform of
+    JAX_PLATFORMS when set, else whether this host has a GPU or TPU device file."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip() != "cpu"
+    return any(
+        glob.glob(pattern) for pattern in ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
+    )
+
+
+def reuse_freed_memory_if_cpu() -> bool:
+    """`reuse_freed_memory()` where JAX will run on the CPU; True when applied."""
+    return not accelerator_expected() and reuse_freed_memory()

@@ -3,6 +3,7 @@
 import os
 import re
 
+import jax
 import pytest
 from ml_collections import ConfigDict
 
@@ -27,8 +28,9 @@ def test_build_gives_every_part_of_the_run(tiny_data_dir):
     assert isinstance(run, Run)
     assert run.task is data.get_task("arith") and run.data_dir == tiny_data_dir
     assert isinstance(run.tokenizer, data.ByteTokenizer)
-    # the experiment's compute keys apply, "auto" resolved for the CPU devices
-    assert run.model == models.get_config("tiny", scan_layers=False, attention="blocked")
+    # the experiment's compute keys apply, scan_layers and attention resolved for the devices
+    assert run.model == models.get_config("tiny").for_platform(jax.default_backend())
+    assert run.model.scan_layers is not None and run.model.attention != "auto"
     assert isinstance(run.objective, losses.Objective) and run.objective.name == "iqlearn"
     assert run.objective.options == dict(lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False)
     assert run.head == forward.HeadOptions() and run.online is None

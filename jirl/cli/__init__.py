@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         got = f"'{argv[0]}'" if argv else "no command"
         return _fail(f"unknown command {got}; accepted: {list(COMMANDS)}. {USAGE}")
-    host_memory.reuse_freed_memory()  # before any step runs: XLA:CPU's step buffers are reused
+    host_memory.reuse_freed_memory_if_cpu()  # before JAX starts: XLA:CPU's step buffers are reused
     try:
         return COMMANDS[argv[0]](argv[1:])
     except (ConfigError, RunError) as e:

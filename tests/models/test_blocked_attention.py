@@ -70,9 +70,12 @@ def test_blocked_attention_in_bfloat16_stays_close_to_float32():
     np.testing.assert_allclose(low.astype(jnp.float32), exact, atol=5e-2)
 
 
-def test_block_size_needs_two_whole_blocks():
+def test_block_size_needs_two_whole_blocks_and_at_most_sixteen():
     assert blocked_attention.block_size(256) == 64
     assert blocked_attention.block_size(128) == 64
+    assert blocked_attention.block_size(1024) == 64
+    assert blocked_attention.block_size(2048) == 128  # 16 blocks: the traced loops stay small
+    assert blocked_attention.block_size(64 * 17) == 0  # 17 x 64 has no divisor giving <= 16 blocks
     assert blocked_attention.block_size(64) == 0  # one block: the dense form
     assert blocked_attention.block_size(200) == 0  # not a multiple of 64
 
@@ -86,7 +89,7 @@ def test_blocked_attention_refuses_keys_on_other_slots():
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(sliding_window=100, sliding_pattern=2)])
-def test_the_decoder_with_blocked_attention_computes_what_it_does_dense(overrides):
+def test_the_decoder_with_blocked_attention_computes_what_it_does_dense(monkeypatch, overrides):
     """Logits and parameter gradients of a 128-token packed batch (GQA; a sliding window on every
     other layer) are those of the same model with the dense attention."""
     rng = np.random.default_rng(4)
@@ -96,8 +99,13 @@ def test_the_decoder_with_blocked_attention_computes_what_it_does_dense(override
     segments[1, 90:] = 0
     positions = np.concatenate([np.arange(50), np.arange(78)])[None].repeat(2, 0)
     kwargs = dict(segment_ids=jnp.asarray(segments), positions=jnp.asarray(positions, jnp.int32))
+    calls = []
+    causal_attention = blocked_attention.causal_attention
+    spy = lambda *args: calls.append(args[-1]) or causal_attention(*args)  # noqa: E731
+    monkeypatch.setattr(blocked_attention, "causal_attention", spy)
     outputs = {}
     for form in ("blocked", "dense"):
+        before = len(calls)
         cfg = models.get_config("tiny", attention=form, **overrides)
         graphdef, params = models.split(models.create(cfg, seed=0))
 
@@ -106,6 +114,8 @@ def test_the_decoder_with_blocked_attention_computes_what_it_does_dense(override
             return jnp.sum(jnp.sin(logits)), logits
 
         outputs[form] = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        traced_blocked = len(calls) > before  # the blocked form was traced (in blocks of 64) or not
+        assert traced_blocked == (form == "blocked") and set(calls) == {64}, (form, calls)
     (_, blocked_logits), blocked_grads = outputs["blocked"]
     (_, dense_logits), dense_grads = outputs["dense"]
     np.testing.assert_allclose(blocked_logits, dense_logits, atol=2e-5, rtol=1e-5)
@@ -118,7 +128,7 @@ def test_auto_means_blocked_attention_and_unrolled_layers_on_cpu_only():
     assert (cfg.attention, cfg.scan_layers) == ("auto", None)
     assert (cfg.attention_form("cpu"), cfg.scans_layers("cpu")) == ("blocked", False)
     assert (cfg.attention_form("tpu"), cfg.scans_layers("gpu")) == ("dense", True)
-    assert cfg.attention_form() == "blocked"  # this machine's default backend is the CPU
+    assert cfg.attention_form() == cfg.attention_form(jax.default_backend())
     fixed = cfg.for_platform("tpu")
     assert (fixed.attention, fixed.scan_layers) == ("dense", True)
     explicit = models.get_config("tiny", attention="dense", scan_layers=True).for_platform("cpu")

@@ -7,7 +7,7 @@ import pytest
 
 from jirl import models
 
-CFG = models.get_config("tiny")
+CFG = models.get_config("tiny", scan_layers=True)  # explicitly scanned: the options tests compare against it
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def test_incremental_decoding_with_cache_matches_full_forward(model):
 
 
 @pytest.mark.parametrize(
-    "overrides", [dict(scan_layers=False), dict(remat="full"), dict(remat="dots", scan_layers=False)]
+    "overrides",
+    [dict(scan_layers=False), dict(remat="full", scan_layers=True), dict(remat="dots", scan_layers=False)],
 )
 def test_scan_and_remat_options_compute_the_same_function(model, overrides):
     graphdef, params = model
