@@ -6,10 +6,11 @@ state after s steps and the position of the data iterator after s batches.
 A checkpoint is written in a temporary directory and renamed into place when complete, so a write
 that fails (no space, no permission) or a process killed mid-write leaves only that temporary
 directory. A failed write is noticed at the next `check`, save or close, which removes it and raises
-`WriteFailed` (one line naming the path and the cause; orbax's own traceback from its writer thread
-is kept off the console); a training run's Checkpointer removes any left behind when it starts. A
-reader's (`read_only=True`: `jirl eval`, `jirl export`) removes nothing, so it may read a workdir
-while a run writes there. The newest complete checkpoint is never touched by any of them.
+`WriteFailed` (one line naming the path and the cause; orbax's own traceback from its writer thread,
+and tensorstore's from the writes still under way, are kept off the console); a training run's
+Checkpointer removes any left behind when it starts. A reader's (`read_only=True`: `jirl eval`,
+`jirl export`) removes nothing, so it may read a workdir while a run writes there. The newest
+complete checkpoint is never touched by any of them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import json
 import logging as std_logging
 import os
 import shutil
+import sys
 import time
+import traceback
 from typing import Any
 
 import jax
@@ -73,6 +76,49 @@ class _QuietWriteErrors(std_logging.Filter):
         return not (from_orbax and error is not None and (self.failed or os_error(error) is not None))
 
 
+def _is_closed_loop_callback(unraisable: Any) -> bool:
+    """Whether an unraisable error is tensorstore calling back into an asyncio loop that orbax has
+    already closed: what the writes of a failed checkpoint do when they end after its save gave up."""
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return any(frame.name == "call_soon_threadsafe" for frame in frames)
+
+
+class _ClosedLoopCallbacks:
+    """A `sys.unraisablehook` for tensorstore's closed-loop errors: orbax closes its asyncio loop
+    when a save or restore ends on an error, and each tensorstore write or read still under way
+    then prints a traceback. They are held until it is known whether an operation failed: after a
+    failure (`expect`) they are dropped, since the Checkpointer reports the failure itself;
+    otherwise `release` passes them on. Every other unraisable error goes to the previous hook."""
+
+    def __init__(self):
+        self.previous = sys.unraisablehook
+        self.held: list[Any] = []
+        self.expected = False
+
+    def __call__(self, unraisable: Any) -> None:
+        if not _is_closed_loop_callback(unraisable):
+            self.previous(unraisable)
+        elif not self.expected:
+            self.held.append(unraisable)
+
+    def expect(self) -> None:
+        """An operation failed: its callbacks, held or still to come, are dropped."""
+        self.expected = True
+        self.held.clear()
+
+    def release(self) -> None:
+        """Passes on what it held and uninstalls the hook (which stays after a failure, for the
+        callbacks still to come)."""
+        if sys.unraisablehook is self and not self.expected:
+            sys.unraisablehook = self.previous
+        held, self.held = self.held, []
+        for unraisable in held:
+            self.previous(unraisable)
+
+
 def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
     """Every process's data-iterator state, in process order (each process reads its own slice)."""
     if jax.process_count() == 1:
@@ -112,6 +158,8 @@ class Checkpointer:
         )
         self._quiet = _QuietWriteErrors()
         std_logging.getLogger("absl").addFilter(self._quiet)
+        self._closed_loop = _ClosedLoopCallbacks()
+        sys.unraisablehook = self._closed_loop
         self._failed = False
 
     def save(self, step: int, state: Any, data_state: dict[str, Any], config_json: str) -> None:
@@ -151,6 +199,7 @@ class Checkpointer:
         if cause is None:
             raise error
         self._failed = self._quiet.failed = True  # the filter stays: orbax's threads may log more
+        self._closed_loop.expect()  # the hook stays too, for the callbacks still to come
         for _ in range(3):  # the other items' writes of that checkpoint: let them end before removing it
             try:
                 self.manager.wait_until_finished()
@@ -189,6 +238,7 @@ class Checkpointer:
                     ),
                 )
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the one before
+                self._closed_loop.expect()
                 logging.warning(
                     "checkpoint %s/%d is unreadable (%s); trying the one before.",
                     self.directory,
@@ -218,6 +268,7 @@ class Checkpointer:
             if not self._failed:  # after a failure the manager is closed and the filter stays
                 std_logging.getLogger("absl").removeFilter(self._quiet)
                 self.manager.close()
+                self._closed_loop.release()
 
 
 def abstract(tree: Any) -> Any:
