@@ -45,6 +45,18 @@ class OnlineSampling:
             raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Discriminator:
+    """Adversarial imitation's discriminator (loss.name = 'gail'): its model, trained by its own
+    optimizer (the `train` block's, at `loss.discriminator_learning_rate`). copies_policy: it starts
+    as a separate copy of the policy's starting weights (`loss.discriminator='policy'`), else fresh."""
+
+    model: models.ModelConfig
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    copies_policy: bool
+
+
 # Consecutive skipped steps (non-finite gradients) that stop a run, unless train.max_nonfinite_steps says.
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
@@ -65,6 +77,19 @@ OBJECTIVES = {
     "iqlearn_online": dict(
         name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_HEAD
     ),
+    # The paper's adversarial baseline: a policy-gradient update on the discriminator's rewards, plus
+    # MLE on expert data and a KL penalty towards the starting model (jirl.losses.gail).
+    "gail": dict(
+        name="gail",
+        reward="airl",
+        mle_weight=1.0,
+        kl=0.1,
+        clip=0.2,
+        samples_per_prompt=4,
+        discriminator="tiny",
+        discriminator_learning_rate=1e-3,
+        **_HEAD,
+    ),  # fmt: skip
 }
 
 
@@ -160,6 +185,7 @@ class Run:
     objective: losses.Objective
     head: HeadOptions
     online: OnlineSampling | None  # None: the objective is offline
+    discriminator: Discriminator | None  # adversarial objectives only
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     mesh: jax.sharding.Mesh
@@ -224,6 +250,35 @@ def online_sampling(config: Any, objective: losses.Objective) -> OnlineSampling 
     if unknown:
         raise ConfigError(f"online has no key(s) {unknown}; accepted: {accepted}.")
     return OnlineSampling(**block)
+
+
+def discriminator_of(
+    config: Any, objective: losses.Objective, policy: models.ModelConfig
+) -> Discriminator | None:
+    """The discriminator an adversarial objective trains (`loss.discriminator`: a model preset,
+    sized to the policy's vocabulary and length, or 'policy' for a copy of the policy); else None."""
+    if not objective.adversarial:
+        return None
+    name = objective.options.get("discriminator", "tiny")
+    if name == "policy":
+        model = policy
+    elif policy.is_encoder_decoder:
+        raise ConfigError(
+            f"loss.discriminator='{name}' is not accepted for an encoder-decoder policy; give 'policy' "
+            "(a copy of the policy)."
+        )
+    elif name not in models.PRESETS:
+        raise ConfigError(
+            f"loss.discriminator='{name}' is not accepted; give a model preset {sorted(models.PRESETS)} "
+            "or 'policy'."
+        )
+    else:
+        shape = dict(vocab_size=policy.vocab_size, max_len=policy.max_len, dtype=policy.dtype)
+        model = models.get_config(name, **shape)
+    train = ConfigDict(config.train.to_dict())
+    train.learning_rate = float(objective.options.get("discriminator_learning_rate", 1e-3))
+    tx, schedule = make_optimizer(train)
+    return Discriminator(model, tx, schedule, copies_policy=name == "policy")
 
 
 def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
@@ -316,8 +371,15 @@ def build(
     if tokenizer is not None:
         model = model_config(config, tokenizer.vocab_size)
         data.check_vocab(tokenizer, model.vocab_size)
-    model = model.for_platform(mesh.devices.flat[0].platform)  # the devices compiled for, not this host
-    return Run(config, task, data_dir, tokenizer, model, objective, head, online, tx, schedule, mesh, rules)
+    platform = mesh.devices.flat[0].platform  # the devices compiled for, not this host
+    model = model.for_platform(platform)
+    discriminator = discriminator_of(config, objective, model)
+    if discriminator is not None:
+        discriminator = dataclasses.replace(discriminator, model=discriminator.model.for_platform(platform))
+    return Run(
+        config, task, data_dir, tokenizer, model, objective, head, online, discriminator, tx, schedule, mesh,
+        rules,
+    )  # fmt: skip
 
 
 def _check_train_block(config: Any) -> None:

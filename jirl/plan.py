@@ -118,17 +118,23 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     import jax
 
     from jirl import experiment, sharding
+    from jirl.train import adversarial
     from jirl.train.state import sharded_state_target
     from jirl.train.step import run_train_step
 
     run = experiment.build(config, devices=devices, tokenize=False)
     cfg_model, mesh, rules = run.model, run.mesh, run.rules
     batch_size, seq_len, microbatches = run.batch_size, int(config.task.seq_len), run.microbatches
-    graphdef, target, shardings = sharded_state_target(cfg_model, run.tx, mesh, rules)
-    step = run_train_step(run, graphdef, shardings)
+    if run.discriminator is None:
+        graphdef, target, shardings = sharded_state_target(cfg_model, run.tx, mesh, rules)
+        step = run_train_step(run, graphdef, shardings)
+    else:  # adversarial: the policy, its start and the discriminator in one state
+        graphdef, disc_graphdef, target, shardings = adversarial.state_target(run)
+        step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
     spec = jax.ShapeDtypeStruct((batch_size, seq_len), "int32", sharding=sharding.batch_sharding(mesh, rules))
+    floats = jax.ShapeDtypeStruct((batch_size, seq_len), "float32", sharding=spec.sharding)
     batch = {k: spec for k in ("inputs", "targets", "segment_ids", "positions")}
-    batch["loss_mask"] = jax.ShapeDtypeStruct((batch_size, seq_len), "float32", sharding=spec.sharding)
+    batch["loss_mask"] = floats
     if cfg_model.is_encoder_decoder:  # the prompt side: seq_len encoder tokens per row
         batch.update({k: spec for k in ("encoder_inputs", "encoder_segment_ids", "encoder_positions")})
     out = dict(
@@ -146,8 +152,13 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         params_bytes=_bytes_per_device(target.params),
         optimizer_bytes=_bytes_per_device(target.opt_state),
     )
+    if run.discriminator is not None:  # pi_ref, the discriminator and its optimizer
+        extra = (target.reference, target.discriminator, target.discriminator_opt_state)
+        out["discriminator_and_reference_bytes"] = _bytes_per_device(extra)
     try:
         policy = batch if run.online is not None else None  # online: a policy batch of the same shape
+        if run.discriminator is not None:  # with the sampler's groups and log-probabilities
+            policy = dict(batch, example_ids=spec, group_ids=spec, sample_logp=floats)
         memory = compile_step(step, target, batch, policy).memory_analysis()
     except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a step whose buffers exceed HBM
         if "RESOURCE_EXHAUSTED" not in str(e):

@@ -1,6 +1,6 @@
 """Mesh checks on 8 fake CPU devices, run by tests/test_sharding.py in a subprocess.
 
-    python tests/sharding_check.py scan|unrolled|memory|nonfinite   ->  one JSON object on stdout
+    python tests/sharding_check.py scan|unrolled|memory|nonfinite|adversarial  ->  one JSON object on stdout
 
 The device count is fixed when jax starts, so these checks cannot share a process with tests
 that already use one device.
@@ -163,6 +163,69 @@ def equivalence(scan_layers: bool):
     return {"cases": results}
 
 
+def _policy_batch(seed, b=8, t=128):
+    """The sampler's layout: one example per row (mask 0 rows are empty), two rows per prompt."""
+    batch = _batch(100 + seed, b, t)
+    rows = np.arange(b)[:, None] * np.ones((1, t), np.int32)
+    batch["example_ids"] = np.where(batch["loss_mask"] > 0, rows + 1, 0).astype(np.int32)
+    batch["group_ids"] = np.where(batch["loss_mask"] > 0, rows // 2 + 1, 0).astype(np.int32)
+    return batch
+
+
+def adversarial_equivalence():
+    """GAIL's step (policy, pi_ref, discriminator) on a (2, 2, 2) mesh with vocabulary chunks vs one
+    device with full logits: 2 steps on samples drawn before the first (so the second's ratios != 1)."""
+    import types
+
+    from jirl.experiment import Discriminator
+    from jirl.train import adversarial
+
+    train_cfg = _train_cfg()
+    tx, schedule = make_optimizer(train_cfg)
+    cfg = models.get_config("tiny", scan_layers=True)
+    disc = Discriminator(cfg, tx, schedule, copies_policy=False)
+    objective = losses.get("gail", kl=0.1, mle_weight=1.0, clip=0.2)
+
+    def run_on(mesh, head):
+        run = types.SimpleNamespace(
+            model=cfg, tx=tx, schedule=schedule, mesh=mesh, rules=sharding.make_rules(None),
+            objective=objective, head=head, discriminator=disc,
+        )  # fmt: skip
+        graphdef, disc_graphdef, _, shardings = adversarial.state_target(run)
+        _, policy, _ = create_sharded_train_state(cfg, tx, 0, mesh)
+        state = adversarial.initial_state(run, policy, shardings, 0)
+        step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
+        sample_logp = jax.jit(adversarial.make_sample_logp(graphdef))
+        history = []
+        for i in range(2):
+            policy_batch = _policy_batch(i)
+            if i == 0:
+                fresh = sample_logp(jax.device_get(state.params), jax.tree.map(np.asarray, policy_batch))
+            policy_batch["sample_logp"] = np.asarray(fresh)
+            state, metrics = step(state, sharding.shard_batch(_batch(i), mesh),
+                                  sharding.shard_batch(policy_batch, mesh))  # fmt: skip
+            history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+        return vars(jax.device_get(state)), history
+
+    ref_state, ref_history = run_on(
+        sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]), FULL
+    )
+    out_state, history = run_on(sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}), CHUNKED)
+    metric_diff, metric_violations = _compare(history, ref_history, METRIC_ATOL)
+    parts = {}
+    for name in ("params", "opt_state", "reference", "discriminator", "discriminator_opt_state"):
+        parts[name] = _compare(out_state[name], ref_state[name])
+    return dict(
+        losses=[h["loss"] for h in history],
+        ref_losses=[h["loss"] for h in ref_history],
+        clip_fractions=[h["clip_fraction"] for h in history],
+        metric_max_abs_diff=metric_diff,
+        metric_violations=metric_violations,
+        state_violations={name: v for name, (_, v) in parts.items()},
+        state_max_abs_diff={name: d for name, (d, _) in parts.items()},
+    )
+
+
 def memory():
     """Bytes per device with fsdp=8, for a model whose every sharded dimension divides 8."""
     cfg = models.ModelConfig(
@@ -227,6 +290,7 @@ if __name__ == "__main__":
         "unrolled": lambda: equivalence(False),
         "memory": memory,
         "nonfinite": nonfinite,
+        "adversarial": adversarial_equivalence,
     }
     result = modes[mode]()
     result["device_count"] = jax.device_count()

@@ -95,6 +95,17 @@ def test_online_iqlearn_is_planned_with_its_policy_batch():
     assert online["temporary_bytes"] > offline["temporary_bytes"]
 
 
+def test_gail_is_planned_with_its_discriminator_and_starting_policy():
+    args = [a.replace(":iqlearn", ":gail") for a in TINY]
+    result = _plan(*args, "--devices=2", "--config.train.batch_size=4", "--config.loss.discriminator=tiny")
+    assert result.returncode == 0, result.stderr
+    report = _json(result.stdout)
+    assert report["loss"] == "gail online"
+    # pi_ref (the params' size) and a tiny discriminator with Adam's two moments, beside the policy
+    assert report["discriminator_and_reference_bytes"] >= 4 * report["params_bytes"]
+    assert report["arguments_bytes"] > report["params_bytes"] + report["optimizer_bytes"]
+
+
 def test_plan_for_a_tpu_slice_ahead_of_time():
     result = _plan(*TINY, "--topology=v5e:2x2", "--config.train.batch_size=8")
     assert result.returncode == 0, result.stderr

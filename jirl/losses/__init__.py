@@ -18,7 +18,8 @@ import inspect
 from typing import Any, Callable, Mapping, NamedTuple
 
 from jirl.errors import ConfigError
-from jirl.losses import head, iqlearn, mle
+from jirl.losses import adversarial, gail, head, iqlearn, mle
+from jirl.losses.gail import PolicySamples, gail_loss
 from jirl.losses.head import Stream, TokenStats
 from jirl.losses.iqlearn import iqlearn_loss
 from jirl.losses.mle import mle_loss
@@ -36,6 +37,7 @@ class _Entry(NamedTuple):
     offline: Callable[..., dict] = (
         dict  # options -> those of its offline terms (what the expert stream measures)
     )
+    adversarial: bool = False  # trains a discriminator beside the policy (its own step)
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -43,6 +45,7 @@ _REGISTRY: dict[str, _Entry] = {
     "iqlearn": _Entry(
         iqlearn_loss, iqlearn.check_options, needs_policy=iqlearn.is_online, offline=iqlearn.offline
     ),
+    "gail": _Entry(gail_loss, gail.check_options, needs_policy=gail.is_online, adversarial=True),
 }
 
 
@@ -58,6 +61,7 @@ class Objective:
     options: Mapping[str, Any]
     needs_mean_logit: bool  # the head must compute mean_v z_t (label smoothing)
     needs_policy: bool  # the step must give a policy stream
+    adversarial: bool = False  # a discriminator trains beside the policy (GAIL: jirl.train.adversarial)
 
     def offline(self) -> Objective:
         """This objective without its policy terms: what it measures on the expert stream alone."""
@@ -89,7 +93,13 @@ def get(name: str, **opts: Any) -> Objective:
         raise ConfigError(f"loss '{name}' has no option(s) {unknown}; accepted options: {sorted(accepted)}.")
     entry = _lookup(name)
     entry.check(**opts)
-    return Objective(name, dict(opts), bool(entry.needs_mean_logit(**opts)), bool(entry.needs_policy(**opts)))
+    return Objective(
+        name,
+        dict(opts),
+        bool(entry.needs_mean_logit(**opts)),
+        bool(entry.needs_policy(**opts)),
+        entry.adversarial,
+    )
 
 
 def _lookup(name: str) -> _Entry:
@@ -98,4 +108,17 @@ def _lookup(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
-__all__ = ["Objective", "Stream", "TokenStats", "get", "head", "iqlearn_loss", "mle_loss", "names", "options"]
+__all__ = [
+    "Objective",
+    "PolicySamples",
+    "Stream",
+    "TokenStats",
+    "adversarial",
+    "gail_loss",
+    "get",
+    "head",
+    "iqlearn_loss",
+    "mle_loss",
+    "names",
+    "options",
+]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from jirl import data, experiment, sharding
 from jirl.errors import Diverged
 from jirl.experiment import DEFAULT_MAX_NONFINITE_STEPS, Run
-from jirl.train import online, plots
+from jirl.train import adversarial, online, plots
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.evaluator import Evaluator
 from jirl.train.lock import WorkdirLock
@@ -137,14 +137,20 @@ def _start(run: Run, workdir: str) -> _Session:
         prefetch=config.task.get("prefetch", 0),
         **batch_args,
     )
-    graphdef, target, shardings = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    if run.discriminator is None:
+        graphdef, target, shardings = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    else:
+        graphdef, disc_graphdef, target, shardings = adversarial.state_target(run)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
     try:
         start_step, state = _initial_state(run, checkpointer, batches, target, shardings)
         is_main = jax.process_index() == 0
         if is_main:  # after the restore check
             write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-        train_step = run_train_step(run, graphdef, shardings)
+        if run.discriminator is None:
+            train_step = run_train_step(run, graphdef, shardings)
+        else:
+            train_step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
         # The first step this run logs: 0 (the at-start evaluation) fresh, the one after a resumed checkpoint.
         first_logged = 0 if start_step == 0 else start_step + 1
         writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
@@ -178,8 +184,10 @@ def _initial_state(run: Run, checkpointer: Checkpointer, batches: Any, target: A
     if config.model.get("init_from"):
         state = pretrained_state(os.path.expanduser(config.model.init_from), run.model, run.tx, shardings)
         print(f"jirl: starting from the pretrained weights in {config.model.init_from}")
-        return 0, state
-    _, state, _ = create_sharded_train_state(run.model, run.tx, config.train.seed, run.mesh, run.rules)
+    else:
+        _, state, _ = create_sharded_train_state(run.model, run.tx, config.train.seed, run.mesh, run.rules)
+    if run.discriminator is not None:  # the starting policy (pi_ref) and the discriminator join it
+        state = adversarial.initial_state(run, state, shardings, int(config.train.seed))
     return 0, state
 
 
@@ -187,6 +195,12 @@ def _policy_sampler(run: Run, graphdef: Any) -> online.PolicySampler | None:
     """Online objectives: the model's own responses to each batch's prompts (the `online` block)."""
     if run.online is None:
         return None
+    adversarial_options = {}
+    if run.discriminator is not None:  # K samples per prompt, and log pi where they were drawn
+        adversarial_options = dict(
+            samples_per_prompt=int(run.objective.options.get("samples_per_prompt", 4)),
+            sample_logp=adversarial.make_sample_logp(graphdef),
+        )
     return online.PolicySampler(
         graphdef,
         run.tokenizer,
@@ -194,6 +208,7 @@ def _policy_sampler(run: Run, graphdef: Any) -> online.PolicySampler | None:
         max_new_tokens=run.online.max_new_tokens,
         temperature=float(run.online.temperature),
         seed=int(run.config.train.seed),
+        **adversarial_options,
     )
 
 

@@ -1,8 +1,11 @@
-"""Policy batches for online IQLearn: the model's own responses to the prompts of the expert batch.
+"""Policy batches for online objectives: the model's own responses to the prompts of the expert batch.
 
 Every `online.sample_every` steps the current parameters sample one response per expert example
-(same prompt); the (prompt, sampled response) examples are packed into a batch of the expert
-batch's shape, with `loss_mask` on the sampled tokens (EOS included when the model ended).
+(same prompt), or for adversarial imitation K responses to each of the first n / K prompts (so the
+rewards have a per-prompt baseline); the (prompt, sampled response) examples are packed into a batch
+of the expert batch's shape, with `loss_mask` on the sampled tokens (EOS included when the model
+ended). With K responses per prompt the batch also holds `example_ids` and `group_ids` (1-based,
+0 on padding) and `sample_logp`, log pi of each token at the params that sampled it.
 Between samplings the last policy batch is reused. For an encoder-decoder the prompts are the
 encoder segments (prompt + EOS), and the policy batch pairs them with the sampled responses
 (`pack_seq2seq`), as the pipeline pairs expert ones.
@@ -11,7 +14,7 @@ encoder segments (prompt + EOS), and the policy batch pairs them with the sample
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -23,6 +26,7 @@ from jirl.errors import ConfigError
 
 KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 ENCODER_KEYS = ("encoder_inputs", "encoder_segment_ids", "encoder_positions")
+GROUP_KEYS = ("example_ids", "group_ids")
 
 
 def prompts_of(batch: dict[str, np.ndarray]) -> list[list[int]]:
@@ -48,18 +52,26 @@ def prompts_of(batch: dict[str, np.ndarray]) -> list[list[int]]:
     return prompts
 
 
-def pack(sequences: Sequence[tuple[list[int], list[int]]], batch_size: int, seq_len: int):
+def pack(
+    sequences: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    seq_len: int,
+    groups: Sequence[int] | None = None,
+):
     """First-fit packing of (prompt ids, response ids) examples into a [batch_size, seq_len] batch.
 
     Each example is `prompt + response` as next-token pairs (inputs = seq[:-1], targets = seq[1:]),
-    cut to seq_len; loss_mask is 1 where the target is a response token. Returns (batch, number of
-    examples dropped: no room left in any row, or no response token within seq_len).
+    cut to seq_len; loss_mask is 1 where the target is a response token. With `groups` (the prompt
+    index of each example), also `example_ids` (i + 1 on the tokens of example i) and `group_ids`
+    (its group + 1), 0 on padding. Returns (batch, number of examples dropped: no room left in any
+    row, or no response token within seq_len).
     """
-    batch = {k: np.zeros((batch_size, seq_len), np.float32 if k == "loss_mask" else np.int32) for k in KEYS}
+    keys = KEYS + (GROUP_KEYS if groups is not None else ())
+    batch = {k: np.zeros((batch_size, seq_len), np.float32 if k == "loss_mask" else np.int32) for k in keys}
     used = np.zeros(batch_size, np.int64)
     counts = np.zeros(batch_size, np.int64)
     dropped = 0
-    for prompt, response in sequences:
+    for index, (prompt, response) in enumerate(sequences):
         seq = (list(prompt) + list(response))[: seq_len + 1]
         n = len(seq) - 1
         if len(response) == 0 or len(prompt) >= len(seq):  # no response token fits in seq_len
@@ -77,25 +89,34 @@ def pack(sequences: Sequence[tuple[list[int], list[int]]], batch_size: int, seq_
         batch["loss_mask"][row, span] = (np.arange(1, n + 1) >= len(prompt)).astype(np.float32)
         batch["segment_ids"][row, span] = counts[row]
         batch["positions"][row, span] = np.arange(n)
+        if groups is not None:
+            batch["example_ids"][row, span] = index + 1
+            batch["group_ids"][row, span] = groups[index] + 1
         used[row] += n
     return batch, dropped
 
 
 def pack_seq2seq(
-    sequences: Sequence[tuple[list[int], list[int]]], batch_size: int, seq_len: int, start_id: int
+    sequences: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    seq_len: int,
+    start_id: int,
+    groups: Sequence[int] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """First-fit packing of (encoder prompt, response) examples into an encoder-decoder batch.
 
     Encoder side: the prompt (cut to seq_len); decoder side: inputs [start] + response[:-1],
     targets = response, loss_mask 1, both cut to seq_len. An example takes the same row and
-    segment id on both sides. Returns (batch, number of examples dropped for want of room).
+    segment id on both sides; `groups` as in `pack` (decoder side). Returns (batch, number of
+    examples dropped for want of room).
     """
-    batch = {k: np.zeros((batch_size, seq_len), np.float32 if k == "loss_mask" else np.int32) for k in KEYS}
+    keys = KEYS + (GROUP_KEYS if groups is not None else ())
+    batch = {k: np.zeros((batch_size, seq_len), np.float32 if k == "loss_mask" else np.int32) for k in keys}
     batch.update({k: np.zeros((batch_size, seq_len), np.int32) for k in ENCODER_KEYS})
     used_enc, used_dec = np.zeros(batch_size, np.int64), np.zeros(batch_size, np.int64)
     counts = np.zeros(batch_size, np.int64)
     dropped = 0
-    for prompt, response in sequences:
+    for index, (prompt, response) in enumerate(sequences):
         prompt, response = list(prompt)[:seq_len], list(response)[:seq_len]
         rows = np.flatnonzero((used_enc + len(prompt) <= seq_len) & (used_dec + len(response) <= seq_len))
         if not response or not prompt or rows.size == 0:
@@ -113,6 +134,9 @@ def pack_seq2seq(
         batch["loss_mask"][row, dec] = 1.0
         batch["segment_ids"][row, dec] = counts[row]
         batch["positions"][row, dec] = np.arange(len(response))
+        if groups is not None:
+            batch["example_ids"][row, dec] = index + 1
+            batch["group_ids"][row, dec] = groups[index] + 1
         used_enc[row] += len(prompt)
         used_dec[row] += len(response)
     return batch, dropped
@@ -122,7 +146,11 @@ class PolicySampler:
     """Samples policy responses with the current params and packs them (see the module docstring)."""
 
     def __init__(self, graphdef: nnx.GraphDef, tokenizer: Any, *, every: int, max_new_tokens: int,
-                 temperature: float, seed: int):  # fmt: skip
+                 temperature: float, seed: int, samples_per_prompt: int = 0,
+                 sample_logp: Callable[[Any, dict], Any] | None = None):  # fmt: skip
+        """samples_per_prompt = K > 0: K responses to each of the first n / K prompts, with group keys;
+        0: one response per example. sample_logp: (params, policy batch) -> log pi of its tokens,
+        stored as `sample_logp` when given."""
         if every < 1:
             raise ConfigError(f"online.sample_every={every} must be at least 1.")
         self.graphdef, self.tokenizer = graphdef, tokenizer
@@ -132,6 +160,7 @@ class PolicySampler:
             temperature,
             seed,
         )
+        self.samples_per_prompt, self.sample_logp = samples_per_prompt, sample_logp
         self._last: dict[str, np.ndarray] | None = None
 
     def __call__(self, params: Any, batch: dict[str, np.ndarray], step: int) -> tuple[dict, dict[str, float]]:
@@ -139,7 +168,12 @@ class PolicySampler:
         if self._last is not None and (step - 1) % self.every:
             return self._last, {}
         start = time.perf_counter()
-        prompts = prompts_of(batch)
+        prompts, groups = prompts_of(batch), None
+        if self.samples_per_prompt:
+            k = self.samples_per_prompt
+            chosen = prompts[: max(1, len(prompts) // k)]
+            groups = [g for g in range(len(chosen)) for _ in range(k)]
+            prompts = [chosen[g] for g in groups]
         # A multiple of 16 prompts (the last repeated): a few batch shapes, so a few compilations.
         padded = prompts + [prompts[-1]] * (-len(prompts) % 16)
         responses = sampling.generate(
@@ -155,10 +189,13 @@ class PolicySampler:
         )[: len(prompts)]
         b, t = batch["inputs"].shape
         config = nnx.merge(self.graphdef, params).config
+        examples = list(zip(prompts, responses))
         if config.is_encoder_decoder:
-            self._last, dropped = pack_seq2seq(list(zip(prompts, responses)), b, t, config.decoder_start_id)
+            self._last, dropped = pack_seq2seq(examples, b, t, config.decoder_start_id, groups)
         else:
-            self._last, dropped = pack(list(zip(prompts, responses)), b, t)
+            self._last, dropped = pack(examples, b, t, groups)
+        if self.sample_logp is not None:
+            self._last["sample_logp"] = np.asarray(self.sample_logp(params, self._last), np.float32)
         seconds = time.perf_counter() - start
         tokens = float(sum(len(r) for r in responses))
         return self._last, dict(

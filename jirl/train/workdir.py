@@ -11,6 +11,7 @@ from ml_collections import ConfigDict
 from jirl import experiment
 from jirl.errors import ConfigError
 from jirl.experiment import Run
+from jirl.train import adversarial
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.state import sharded_state_target
 
@@ -33,7 +34,10 @@ def load_trained(workdir: str) -> Trained:
     with open(config_path) as f:
         config = experiment.upgrade(ConfigDict(json.load(f)))  # a run saved before keys moved, too
     run = experiment.build(config, training=False)
-    graphdef, target, _ = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    if run.discriminator is None:
+        graphdef, target, _ = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    else:  # the policy is read back with the discriminator it trained beside
+        graphdef, _, target, _ = adversarial.state_target(run)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep), read_only=True)
     try:
         restored = checkpointer.restore_latest(target)

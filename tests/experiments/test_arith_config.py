@@ -13,14 +13,15 @@ from jirl.experiment import make_objective, model_config  # noqa: E402
 from jirl.forward import HeadOptions  # noqa: E402
 
 
-def test_objectives_differ_only_under_loss():
-    mle, iq = load_arith("mle").to_dict(), load_arith("iqlearn").to_dict()
-    assert set(mle) == set(iq)
-    assert [k for k in mle if mle[k] != iq[k]] == ["loss"]
-    assert mle["loss"]["name"] == "mle" and iq["loss"]["name"] == "iqlearn"
+@pytest.mark.parametrize("objective", ["iqlearn", "gail"])
+def test_objectives_differ_only_under_loss(objective):
+    mle, other = load_arith("mle").to_dict(), load_arith(objective).to_dict()
+    assert set(mle) == set(other)
+    assert [k for k in mle if mle[k] != other[k]] == ["loss"]
+    assert mle["loss"]["name"] == "mle" and other["loss"]["name"] == objective
 
 
-@pytest.mark.parametrize("objective", ["mle", "iqlearn", "iqlearn_online"])
+@pytest.mark.parametrize("objective", ["mle", "iqlearn", "iqlearn_online", "gail"])
 def test_config_builds_its_model_and_loss(objective):
     config = load_arith(objective)
     for key in (
@@ -39,6 +40,6 @@ def test_config_builds_its_model_and_loss(objective):
 
 
 def test_unknown_objective_is_named():
-    accepted = r"\['iqlearn', 'iqlearn_online', 'mle'\]"
+    accepted = r"\['gail', 'iqlearn', 'iqlearn_online', 'mle'\]"
     with pytest.raises(ValueError, match=f"unknown objective 'ppo'; accepted: {accepted}"):
         load_arith("ppo")

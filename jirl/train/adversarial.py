@@ -1,0 +1,206 @@
+"""Adversarial imitation's train state and step: the policy and a discriminator, trained together.
+
+Each step, with the policy's K samples per prompt (the sampler's policy batch) and the expert batch:
+
+  1. the discriminator's logit d_t = D_logit(s_t, a_t) on every policy token gives the rewards r_t
+     and each sample's leave-one-out advantage within its prompt's group (jirl.losses.adversarial);
+  2. the policy takes one step on L = L_PG + mle_weight E_E[-log pi] + kl E_P[KL(pi || pi_ref)]
+     (jirl.losses.gail), pi_ref being the starting weights, kept in the state;
+  3. the discriminator takes one step on its logistic loss, expert tokens against policy tokens,
+     with the same logits as step 1 (both updates read the state the step started from).
+
+The discriminator is a causal LM of its own (a preset, or a copy of the policy): its logit for the
+token taken, z_t[a_t], is d_t, read by the same head stage as every objective (jirl.forward).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from jirl import forward, losses, models, sharding
+from jirl.experiment import Run
+from jirl.losses import adversarial
+from jirl.models import layers
+from jirl.optimizer import nonfinite_counts
+from jirl.train.state import TrainState, create_sharded_train_state, sharded_state_target
+from jirl.train.step import TrainStep
+
+
+@struct.dataclass
+class AdversarialState(TrainState):
+    """The policy's TrainState, plus the starting policy (the KL's anchor, never updated) and the
+    discriminator with its optimizer state. One pytree: jit, orbax and shardings see it whole."""
+
+    reference: Any
+    discriminator: Any
+    discriminator_opt_state: Any
+
+
+def state_target(run: Run) -> tuple[nnx.GraphDef, nnx.GraphDef, AdversarialState, AdversarialState]:
+    """(policy graphdef, discriminator graphdef, abstract state, state shardings), nothing allocated."""
+    graphdef, policy, policy_shardings = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
+    disc = run.discriminator
+    disc_graphdef, critic, critic_shardings = sharded_state_target(disc.model, disc.tx, run.mesh, run.rules)
+
+    def combine(p: TrainState, d: TrainState) -> AdversarialState:
+        return AdversarialState(
+            step=p.step,
+            params=p.params,
+            opt_state=p.opt_state,
+            reference=p.params,
+            discriminator=d.params,
+            discriminator_opt_state=d.opt_state,
+        )
+
+    return graphdef, disc_graphdef, combine(policy, critic), combine(policy_shardings, critic_shardings)
+
+
+def initial_state(run: Run, policy: TrainState, shardings: AdversarialState, seed: int) -> AdversarialState:
+    """The adversarial state around a fresh or pretrained policy state: pi_ref a copy of its weights,
+    the discriminator a copy too (`copies_policy`) or fresh from seed + 1, placed on `shardings`."""
+    disc = run.discriminator
+    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=shardings.params)
+    reference = copy(policy.params)
+    if disc.copies_policy:
+        disc_params = copy(policy.params)
+    else:
+        _, fresh, _ = create_sharded_train_state(disc.model, disc.tx, seed + 1, run.mesh, run.rules)
+        disc_params = fresh.params
+    disc_opt_state = jax.jit(disc.tx.init, out_shardings=shardings.discriminator_opt_state)(disc_params)
+    return AdversarialState(
+        step=policy.step,
+        params=policy.params,
+        opt_state=policy.opt_state,
+        reference=reference,
+        discriminator=disc_params,
+        discriminator_opt_state=disc_opt_state,
+    )
+
+
+def sequence_logp(graphdef: nnx.GraphDef, params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """log pi(a_t | s_t) of the batch's targets, [B, T] float32, from the full logits."""
+    logits_BTV = models.forward_batch(graphdef, params, batch).astype(jnp.float32)
+    logp_BTV = jax.nn.log_softmax(logits_BTV, axis=-1)
+    return jnp.take_along_axis(logp_BTV, batch["targets"][..., None], axis=-1)[..., 0]
+
+
+def make_sample_logp(graphdef: nnx.GraphDef):
+    """A jitted (params, policy batch) -> log pi of its tokens at the params that sampled them."""
+    return jax.jit(lambda params, batch: sequence_logp(graphdef, params, batch))
+
+
+def _skip_if_nonfinite(loss: jax.Array, grads: Any) -> tuple[Any, jax.Array]:
+    """NaN gradients when the loss or the gradient norm is not finite (the optimizer then skips the
+    step whole, jirl.optimizer), and the gradient norm."""
+    norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(norm)
+    return jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads), norm
+
+
+def make_adversarial_step(
+    graphdef: nnx.GraphDef,
+    disc_graphdef: nnx.GraphDef,
+    run: Run,
+    state_shardings: AdversarialState | None = None,
+) -> TrainStep:
+    """A jitted `(state, expert, policy) -> (state, metrics)` (the state donated), as the module
+    docstring says; sharded over `run.mesh` with `state_shardings`."""
+    objective, head, disc = run.objective, run.head, run.discriminator
+    form = objective.options.get("reward", "airl")
+    mesh = run.mesh if state_shardings is not None else None
+    constrain_fn = None if mesh is None else sharding.activation_constrainer(mesh, run.rules)
+
+    def logits_d(disc_params, batch):
+        return forward.token_stats(disc_graphdef, disc_params, batch, head).q
+
+    def policy_loss(params, reference_BTV, expert, policy, advantages_BT):
+        stats = forward.token_stats(graphdef, params, expert, head)
+        logits_BTV = models.forward_batch(graphdef, params, policy).astype(jnp.float32)
+        mask_BT = policy["loss_mask"].astype(jnp.float32)
+        logp_BT = jnp.take_along_axis(
+            jax.nn.log_softmax(logits_BTV, axis=-1), policy["targets"][..., None], axis=-1
+        )[..., 0]
+        kl_BT, _ = adversarial.kl_to_reference(logits_BTV, reference_BTV, mask_BT)
+        samples = losses.PolicySamples(policy, logp_BT, kl_BT, advantages_BT)
+        loss, metrics = objective(stats, expert, policy=samples)
+        metrics["policy_entropy"] = adversarial.entropy(logits_BTV, mask_BT)
+        return loss, metrics
+
+    def disc_loss(disc_params, expert, policy):
+        expert_BT, policy_BT = logits_d(disc_params, expert), logits_d(disc_params, policy)
+        return adversarial.discriminator_loss(expert_BT, expert["loss_mask"], policy_BT, policy["loss_mask"])
+
+    def train_step(state: AdversarialState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array]):
+        if policy is None:
+            raise ValueError("the adversarial step needs the policy's samples: step(state, expert, policy).")
+        with layers.activation_sharding(constrain_fn):
+            mask_BT = policy["loss_mask"].astype(jnp.float32)
+            d_BT = jax.lax.stop_gradient(logits_d(state.discriminator, policy))
+            rewards_BT = adversarial.token_rewards(d_BT, form)
+            advantages_BT = adversarial.leave_one_out_advantages(
+                rewards_BT, mask_BT, policy["example_ids"], policy["group_ids"]
+            )
+            reference_BTV = models.forward_batch(graphdef, state.reference, policy).astype(jnp.float32)
+            reference_BTV = jax.lax.stop_gradient(reference_BTV)
+            (loss, metrics), grads = jax.value_and_grad(policy_loss, has_aux=True)(
+                state.params, reference_BTV, expert, policy, advantages_BT
+            )
+            (d_loss, d_metrics), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+                state.discriminator, expert, policy
+            )
+        grads, grad_norm = _skip_if_nonfinite(loss, grads)
+        d_grads, d_grad_norm = _skip_if_nonfinite(d_loss, d_grads)
+        applied_before = state.step - nonfinite_counts(state.opt_state).get("nonfinite_steps", 0)
+        updates, opt_state = run.tx.update(grads, state.opt_state, state.params)
+        d_updates, d_opt_state = disc.tx.update(d_grads, state.discriminator_opt_state, state.discriminator)
+        reward_mean = _masked_mean(rewards_BT, mask_BT)
+        metrics = dict(
+            metrics,
+            **d_metrics,
+            loss=loss,
+            grad_norm=grad_norm,
+            disc_grad_norm=d_grad_norm,
+            reward_mean=reward_mean,
+            reward_std=jnp.sqrt(_masked_mean(jnp.square(rewards_BT - reward_mean), mask_BT)),
+            learning_rate=run.schedule(applied_before),
+            **nonfinite_counts(opt_state),
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            discriminator=optax.apply_updates(state.discriminator, d_updates),
+            discriminator_opt_state=d_opt_state,
+        )
+        return new_state, metrics
+
+    if mesh is None:
+        return TrainStep(jax.jit(train_step, donate_argnums=0))
+    batch_sharding = sharding.batch_sharding(mesh, run.rules)
+    return TrainStep(
+        jax.jit(
+            train_step,
+            in_shardings=(state_shardings, batch_sharding, batch_sharding),
+            out_shardings=(state_shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
+    )
+
+
+def _masked_mean(x_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """Mean of x over the policy's tokens (mask 1)."""
+    return jnp.sum(x_BT * mask_BT) / jnp.maximum(jnp.sum(mask_BT), 1.0)
+
+
+__all__ = [
+    "AdversarialState",
+    "initial_state",
+    "make_adversarial_step",
+    "make_sample_logp",
+    "state_target",
+]
