@@ -27,6 +27,7 @@ test: venv
 bench: venv
 	$(PY) benchmarks/step_time.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/peer_step.py
+	JAX_PLATFORMS=cpu $(PY) benchmarks/gail_step.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/decode.py

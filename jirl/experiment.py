@@ -82,6 +82,7 @@ OBJECTIVES = {
     "gail": dict(
         name="gail",
         reward="airl",
+        pg_weight=1.0,
         mle_weight=1.0,
         kl=0.1,
         clip=0.2,
@@ -408,10 +409,14 @@ def _check_processes(config: Any, online: OnlineSampling | None, microbatches: i
         )
     if online is None:
         return
+    if config.loss.name == "gail":
+        what, instead = "GAIL (loss.name='gail')", "another objective"
+    else:
+        what, instead = "online IQLearn (loss.alpha > 0)", "loss.alpha=0"
     if count > 1:
-        raise ConfigError("online IQLearn (loss.alpha > 0) runs on one process for now; use loss.alpha=0.")
+        raise ConfigError(f"{what} runs on one process for now; use {instead}.")
     if microbatches > 1:
         raise ConfigError(
-            "online IQLearn (loss.alpha > 0) does not combine with train.microbatches > 1 yet; "
-            "set one of them off."
+            f"{what} does not combine with train.microbatches > 1 yet; set train.microbatches=1 or use "
+            f"{instead}."
         )

@@ -131,7 +131,10 @@ def write_report(results: dict[str, list[dict]], args) -> None:
         f.write("\n".join(lines))
 
 
-def plot_study(results: dict[str, list[dict]], path: str) -> str:
+def plot_study(
+    results: dict[str, list[dict]], path: str, title: str = "arith validation, mean over seeds"
+) -> str:
+    """Answer accuracy of samples against their Self-BLEU, one line per variant across TEMPERATURES."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +154,7 @@ def plot_study(results: dict[str, list[dict]], path: str) -> str:
             ax.annotate(f"T={t}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xlabel("Self-BLEU across 4 samples (lower = more diverse)")
     ax.set_ylabel("answer accuracy of samples")
-    ax.set_title("arith validation, mean over seeds")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -9,6 +9,10 @@
 The head stage (jirl.losses.head) reduces the logits over the vocabulary to TokenStats (Q_t, V_t,
 argmax-correct, and the mean logit when `objective.needs_mean_logit`); the objectives never see
 the logits. The registry maps a name to a loss and the options it accepts; `get` binds them.
+
+`gail` (adversarial imitation, `objective.adversarial`) reads its policy stream as
+`PolicySamples` (log pi, the KL to the starting model, the advantages from a discriminator), which
+its own step computes (jirl.train.adversarial); the discriminator's math is jirl.losses.adversarial.
 """
 
 from __future__ import annotations

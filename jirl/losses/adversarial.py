@@ -191,6 +191,7 @@ def _finite_at_least(key: str, value, low: float, *, strict: bool = False) -> No
 def check_options(
     *,
     reward="airl",
+    pg_weight=1.0,
     mle_weight=1.0,
     kl=0.1,
     clip=0.2,
@@ -199,12 +200,12 @@ def check_options(
     discriminator_learning_rate=1e-3,
     **_,
 ) -> None:
-    """The accepted values: reward in REWARDS; mle_weight, kl, clip finite and >= 0; samples_per_prompt
-    an int >= 1; discriminator a non-empty string (the preset's name, checked where the presets are);
-    discriminator_learning_rate finite and > 0."""
+    """The accepted values: reward in REWARDS; pg_weight, mle_weight, kl, clip finite and >= 0;
+    samples_per_prompt an int >= 1; discriminator a non-empty string (the preset's name, checked
+    where the presets are); discriminator_learning_rate finite and > 0."""
     if not isinstance(reward, str) or reward not in REWARDS:
         raise ConfigError(f"loss.reward={reward!r} is not accepted; give one of {list(REWARDS)}.")
-    for key, value in (("mle_weight", mle_weight), ("kl", kl), ("clip", clip)):
+    for key, value in (("pg_weight", pg_weight), ("mle_weight", mle_weight), ("kl", kl), ("clip", clip)):
         _finite_at_least(key, value, 0.0)
     if (
         isinstance(samples_per_prompt, bool)

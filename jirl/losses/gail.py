@@ -4,12 +4,13 @@ A discriminator D(s_t, a_t) (jirl.losses.adversarial) tells expert tokens from t
 samples; its logit d gives a per-token reward r_t (`reward`: 'airl' d = log D - log(1 - D), or
 'gail' -log(1 - D)). The policy, started from the MLE model pi_ref, minimises
 
-  L = L_PG + mle_weight E_E[-log pi] + kl E_P[KL(pi || pi_ref)]
+  L = pg_weight L_PG + mle_weight E_E[-log pi] + kl E_P[KL(pi || pi_ref)]
 
 with L_PG the PPO-clip surrogate of -E[sum_t r_t] over K samples per prompt and a leave-one-out
-baseline within each prompt's group (REINFORCE on fresh samples), E_E the expert token mean and
-E_P the policy token mean of the full-vocabulary KL to the starting model. Without a policy stream
-(evaluation) the objective is the expert NLL.
+baseline within each prompt's group (REINFORCE on fresh samples), a mean over sampled examples of
+sums over their tokens (so its scale grows with the response length, while the other two terms are
+token means), E_E the expert token mean and E_P the policy token mean of the full-vocabulary KL to
+the starting model. Without a policy stream (evaluation) the objective is the expert NLL.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def gail_loss(
     policy: PolicySamples | None = None,
     *,
     reward: str = "airl",
+    pg_weight: float = 1.0,
     mle_weight: float = 1.0,
     kl: float = 0.1,
     clip: float = 0.2,
@@ -67,7 +69,7 @@ def gail_loss(
         policy.logp, samples["sample_logp"], policy.advantages, mask_BT, samples["example_ids"], clip
     )
     kl_mean = _masking.masked_mean(policy.kl, mask_BT)
-    loss = pg + mle_weight * nll + kl * kl_mean
+    loss = pg_weight * pg + mle_weight * nll + kl * kl_mean
     metrics.update(pg_metrics)
     metrics.update(kl=kl_mean, policy_tokens=mask_BT.sum(), loss=loss)
     return loss, metrics

@@ -371,6 +371,7 @@ def test_policy_gradient_loss_clips_like_numpy():
         (dict(reward="wgan"), "loss.reward"),
         (dict(reward=None), "loss.reward"),
         (dict(mle_weight=-0.1), "loss.mle_weight"),
+        (dict(pg_weight=-1.0), "loss.pg_weight"),
         (dict(kl=-1e-3), "loss.kl"),
         (dict(kl=float("nan")), "loss.kl"),
         (dict(kl="lots"), "loss.kl"),

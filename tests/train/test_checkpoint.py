@@ -53,7 +53,31 @@ def test_without_a_failure_closed_loop_errors_are_held_then_passed_on_at_close(t
     assert seen == [other]  # the other error at once, the closed-loop one held
     checkpointer.close()
     assert seen == [other, closed]
-    assert sys.unraisablehook == seen.append  # uninstalled
+    later = _other_error()
+    sys.unraisablehook(later)  # the hook stays, forwarding
+    assert seen == [other, closed, later]
+
+
+def test_checkpointers_closing_in_any_order_share_one_hook(tmp_path, monkeypatch):
+    """A opens, B opens, A closes, B closes: one hook for the process; what was held while either
+    was open is passed on when the last one closes, and nothing is held after."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    a = Checkpointer(str(tmp_path / "a"), keep=1)
+    hook = sys.unraisablehook
+    b = Checkpointer(str(tmp_path / "b"), keep=1)
+    assert sys.unraisablehook is hook
+    first = _closed_loop_error()
+    sys.unraisablehook(first)
+    a.close()
+    assert seen == []  # B is still open: held
+    b.close()
+    assert seen == [first]
+    second = _closed_loop_error()
+    sys.unraisablehook(second)  # none open: held until the next close, or dropped after a failure
+    Checkpointer(str(tmp_path / "c"), keep=1).close()
+    assert seen == [first, second]
+    assert hook.held == []
 
 
 def test_after_a_failed_write_closed_loop_errors_are_dropped(tmp_path, monkeypatch):
