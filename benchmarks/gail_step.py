@@ -61,7 +61,7 @@ def _iteration(run):
         graphdef,
         run.tokenizer,
         samples_per_prompt=int(run.objective.options["samples_per_prompt"]),
-        sample_logp=adversarial.make_sample_logp(graphdef),
+        sample_logp=adversarial.make_sample_logp(graphdef, float(run.online.temperature)),
         **sampler_options,
     )
     return state, step, sampler

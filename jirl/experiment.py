@@ -345,6 +345,8 @@ def build(
     objective = make_objective(config)
     head = head_options(config)
     online = online_sampling(config, objective)
+    if objective.adversarial and online is not None:
+        losses.adversarial.check_sampling_temperature(online.temperature)
     tx, schedule = make_optimizer(config.train)
     _check_train_block(config)
     if devices is None and training:

@@ -174,7 +174,8 @@ def _policy_batch(seed, b=8, t=128):
 
 def adversarial_equivalence():
     """GAIL's step (policy, pi_ref, discriminator) on a (2, 2, 2) mesh with vocabulary chunks vs one
-    device with full logits: 2 steps on samples drawn before the first (so the second's ratios != 1)."""
+    device with full logits: 2 steps on one policy batch sampled before the first, as with
+    online.sample_every = 2 (the second step's ratios pi / pi_sampling are not 1)."""
     import types
 
     from jirl.experiment import Discriminator
@@ -197,11 +198,9 @@ def adversarial_equivalence():
         step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
         sample_logp = jax.jit(adversarial.make_sample_logp(graphdef))
         history = []
+        policy_batch = _policy_batch(0)
+        policy_batch["sample_logp"] = np.asarray(sample_logp(jax.device_get(state.params), policy_batch))
         for i in range(2):
-            policy_batch = _policy_batch(i)
-            if i == 0:
-                fresh = sample_logp(jax.device_get(state.params), jax.tree.map(np.asarray, policy_batch))
-            policy_batch["sample_logp"] = np.asarray(fresh)
             state, metrics = step(state, sharding.shard_batch(_batch(i), mesh),
                                   sharding.shard_batch(policy_batch, mesh))  # fmt: skip
             history.append({k: float(v) for k, v in jax.device_get(metrics).items()})

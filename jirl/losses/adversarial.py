@@ -188,6 +188,16 @@ def _finite_at_least(key: str, value, low: float, *, strict: bool = False) -> No
         )
 
 
+def check_sampling_temperature(temperature: float) -> None:
+    """The policy's samples must be random (temperature > 0): greedy ones are the same K times, so
+    every leave-one-out advantage is 0 and the policy-gradient term learns nothing."""
+    if isinstance(temperature, bool) or not float(temperature) > 0:
+        raise ConfigError(
+            f"online.temperature={temperature!r} gives GAIL the same sample of a prompt K times, so every "
+            "advantage is 0; give a temperature > 0 (1 samples the policy itself)."
+        )
+
+
 def check_options(
     *,
     reward="airl",

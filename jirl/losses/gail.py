@@ -60,6 +60,8 @@ def gail_loss(
     sq = _masking.soft_q(stats, batch)
     nll = _masking.masked_mean(sq.value - sq.q, sq.mask)
     metrics = _masking.token_metrics(sq, gamma=1.0)
+    for soft_q_only in ("reward", "td_reg"):  # IQLearn's implicit reward: not GAIL's (reward_mean)
+        metrics.pop(soft_q_only)
     if policy is None:
         metrics["loss"] = nll
         return nll, metrics

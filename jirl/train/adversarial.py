@@ -30,6 +30,9 @@ from jirl.optimizer import nonfinite_counts
 from jirl.train.state import TrainState, create_sharded_train_state, sharded_state_target
 from jirl.train.step import TrainStep
 
+# What the step reads of a policy batch beyond a batch's own keys (jirl.train.online.PolicySampler).
+POLICY_KEYS = ("example_ids", "group_ids", "sample_logp")
+
 
 @struct.dataclass
 class AdversarialState(TrainState):
@@ -82,16 +85,22 @@ def initial_state(run: Run, policy: TrainState, shardings: AdversarialState, see
     )
 
 
-def sequence_logp(graphdef: nnx.GraphDef, params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """log pi(a_t | s_t) of the batch's targets, [B, T] float32, from the full logits."""
+def sequence_logp(
+    graphdef: nnx.GraphDef, params: Any, batch: Mapping[str, jax.Array], temperature: float = 1.0
+) -> jax.Array:
+    """log q(a_t | s_t) of the batch's targets, q = softmax(z_t / temperature) (pi itself at 1),
+    [B, T] float32, from the full logits."""
     logits_BTV = models.forward_batch(graphdef, params, batch).astype(jnp.float32)
-    logp_BTV = jax.nn.log_softmax(logits_BTV, axis=-1)
+    logp_BTV = jax.nn.log_softmax(logits_BTV / temperature, axis=-1)
     return jnp.take_along_axis(logp_BTV, batch["targets"][..., None], axis=-1)[..., 0]
 
 
-def make_sample_logp(graphdef: nnx.GraphDef):
-    """A jitted (params, policy batch) -> log pi of its tokens at the params that sampled them."""
-    return jax.jit(lambda params, batch: sequence_logp(graphdef, params, batch))
+def make_sample_logp(graphdef: nnx.GraphDef, temperature: float = 1.0):
+    """A jitted (params, policy batch) -> log q of its tokens, q the distribution that sampled them
+    (the params then, at the sampler's temperature): the PPO ratio pi / q is then an importance
+    weight, 1 on fresh samples at temperature 1. Full logits, replicated (not chunked, not sharded)."""
+    adversarial.check_sampling_temperature(temperature)
+    return jax.jit(lambda params, batch: sequence_logp(graphdef, params, batch, temperature))
 
 
 def _skip_if_nonfinite(loss: jax.Array, grads: Any) -> tuple[Any, jax.Array]:
@@ -136,8 +145,13 @@ def make_adversarial_step(
         return adversarial.discriminator_loss(expert_BT, expert["loss_mask"], policy_BT, policy["loss_mask"])
 
     def train_step(state: AdversarialState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array]):
-        if policy is None:
-            raise ValueError("the adversarial step needs the policy's samples: step(state, expert, policy).")
+        missing = [k for k in POLICY_KEYS if policy is None or k not in policy]
+        if missing:
+            raise ValueError(
+                f"the adversarial step needs the policy's samples with {list(POLICY_KEYS)} (missing "
+                f"{missing}): step(state, expert, policy), policy from an online.PolicySampler made with "
+                "samples_per_prompt and sample_logp."
+            )
         with layers.activation_sharding(constrain_fn):
             mask_BT = policy["loss_mask"].astype(jnp.float32)
             d_BT = jax.lax.stop_gradient(logits_d(state.discriminator, policy))
@@ -169,6 +183,7 @@ def make_adversarial_step(
             reward_std=jnp.sqrt(_masked_mean(jnp.square(rewards_BT - reward_mean), mask_BT)),
             learning_rate=run.schedule(applied_before),
             **nonfinite_counts(opt_state),
+            **{f"disc_{k}": v for k, v in nonfinite_counts(d_opt_state).items()},
         )
         new_state = state.replace(
             step=state.step + 1,

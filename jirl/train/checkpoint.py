@@ -87,15 +87,18 @@ def _is_closed_loop_callback(unraisable: Any) -> bool:
 
 
 class _ClosedLoopCallbacks:
-    """A `sys.unraisablehook` for tensorstore's closed-loop errors: orbax closes its asyncio loop
-    when a save or restore ends on an error, and each tensorstore write or read still under way
-    then prints a traceback. They are held until it is known whether an operation failed: after a
-    failure (`expect`) they are dropped, since the Checkpointer reports the failure itself;
-    otherwise `release` passes them on. Every other unraisable error goes to the previous hook."""
+    """The process's `sys.unraisablehook` for tensorstore's closed-loop errors: orbax closes its
+    asyncio loop when a save or restore ends on an error, and each tensorstore write or read still
+    under way then prints a traceback. While Checkpointers are open they are held; once an operation
+    has failed (`expect`) they are dropped from then on, since the Checkpointer reports the failure
+    itself; when the last open Checkpointer closes without one, those held are passed on. Every other
+    unraisable error goes to the hook it replaced, at once. One per process (`_closed_loop_hook`), so
+    Checkpointers may open and close in any order."""
 
-    def __init__(self):
-        self.previous = sys.unraisablehook
+    def __init__(self, previous: Any):
+        self.previous = previous
         self.held: list[Any] = []
+        self.open = 0
         self.expected = False
 
     def __call__(self, unraisable: Any) -> None:
@@ -104,19 +107,28 @@ class _ClosedLoopCallbacks:
         elif not self.expected:
             self.held.append(unraisable)
 
+    def opened(self) -> None:
+        self.open += 1
+
     def expect(self) -> None:
-        """An operation failed: its callbacks, held or still to come, are dropped."""
+        """An operation failed: the callbacks it leaves, held or still to come, are dropped."""
         self.expected = True
         self.held.clear()
 
-    def release(self) -> None:
-        """Passes on what it held and uninstalls the hook (which stays after a failure, for the
-        callbacks still to come)."""
-        if sys.unraisablehook is self and not self.expected:
-            sys.unraisablehook = self.previous
-        held, self.held = self.held, []
-        for unraisable in held:
-            self.previous(unraisable)
+    def closed(self) -> None:
+        """A Checkpointer closed; with none left open, what was held is passed on."""
+        self.open = max(self.open - 1, 0)
+        if self.open == 0:
+            held, self.held = self.held, []
+            for unraisable in held:
+                self.previous(unraisable)
+
+
+def _closed_loop_hook() -> _ClosedLoopCallbacks:
+    """The process's closed-loop hook, installed over the current `sys.unraisablehook` when absent."""
+    if not isinstance(sys.unraisablehook, _ClosedLoopCallbacks):
+        sys.unraisablehook = _ClosedLoopCallbacks(sys.unraisablehook)
+    return sys.unraisablehook
 
 
 def _all_processes(data_state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,8 +170,8 @@ class Checkpointer:
         )
         self._quiet = _QuietWriteErrors()
         std_logging.getLogger("absl").addFilter(self._quiet)
-        self._closed_loop = _ClosedLoopCallbacks()
-        sys.unraisablehook = self._closed_loop
+        self._closed_loop = _closed_loop_hook()
+        self._closed_loop.opened()
         self._failed = False
 
     def save(self, step: int, state: Any, data_state: dict[str, Any], config_json: str) -> None:
@@ -268,7 +280,7 @@ class Checkpointer:
             if not self._failed:  # after a failure the manager is closed and the filter stays
                 std_logging.getLogger("absl").removeFilter(self._quiet)
                 self.manager.close()
-                self._closed_loop.release()
+                self._closed_loop.closed()
 
 
 def abstract(tree: Any) -> Any:

@@ -199,7 +199,7 @@ def _policy_sampler(run: Run, graphdef: Any) -> online.PolicySampler | None:
     if run.discriminator is not None:  # K samples per prompt, and log pi where they were drawn
         adversarial_options = dict(
             samples_per_prompt=int(run.objective.options.get("samples_per_prompt", 4)),
-            sample_logp=adversarial.make_sample_logp(graphdef),
+            sample_logp=adversarial.make_sample_logp(graphdef, float(run.online.temperature)),
         )
     return online.PolicySampler(
         graphdef,

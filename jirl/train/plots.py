@@ -12,19 +12,25 @@ PANELS = (
     ("td_reg", "eval_td_reg"),
     ("accuracy", "eval_accuracy"),
     ("eval_answer_accuracy",),
+    ("disc_expert_accuracy", "disc_policy_accuracy"),  # GAIL
+    ("reward_mean", "reward_std"),
+    ("kl",),
 )
 
 
 def plot_training_curves(workdir: str) -> str:
-    """Plots loss, NLL, TD regulariser, token and answer accuracy (train/eval) by step; returns the path."""
+    """Plots loss, NLL, TD regulariser, token and answer accuracy (train/eval) and, for GAIL, the
+    discriminator's accuracy, the reward and the KL, by step: the panels whose metrics the run logged.
+    Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_metrics(workdir)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for ax, keys in zip(axes, PANELS):
+    panels = [keys for keys in PANELS if any(key in r for r in records for key in keys)] or PANELS[:1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, keys in zip(axes[0], panels):
         for key in keys:
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:

@@ -99,10 +99,14 @@ def test_one_step_moves_the_policy_and_the_discriminator_but_not_the_start(tiny_
         moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before[name], after[name])
         assert any(jax.tree.leaves(moved)), name
     jax.tree.map(np.testing.assert_array_equal, before["reference"], after["reference"])
+    incomplete = {k: v for k, v in policy.items() if k != "group_ids"}
+    with pytest.raises(ValueError, match=r"missing \['group_ids'\]"):  # refused while tracing
+        step(state, put(expert), put(incomplete))
     for key in ("disc_expert_accuracy", "disc_policy_accuracy", "reward_mean", "reward_std", "kl",
                 "policy_entropy", "pg_loss", "nll", "disc_loss", "clip_fraction"):  # fmt: skip
         assert np.isfinite(metrics[key]), key
     assert metrics["clip_fraction"] == 0.0  # fresh samples: rho = 1
+    assert metrics["disc_nonfinite_steps"] == 0 and "td_reg" not in metrics
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy is still its start
     assert metrics["loss"] == pytest.approx(metrics["pg_loss"] + metrics["nll"], abs=1e-5)  # mle_weight 1
 
@@ -136,19 +140,19 @@ def _final_state(workdir, data_dir):
 
 def test_a_sigkill_then_restart_continues_bitwise(tiny_data_dir, tmp_path):
     """Both networks, both optimizers, pi_ref and the sampling keys: the killed run ends equal."""
-    steps = 40
+    steps = 30
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_command(straight, tiny_data_dir, steps), check=True, cwd=ROOT, capture_output=True,
                    timeout=600)  # fmt: skip
     process = subprocess.Popen(_command(killed, tiny_data_dir, steps), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
-    while not os.path.isdir(killed / "checkpoints" / "20") and time.time() < deadline:
+    while not os.path.isdir(killed / "checkpoints" / "10") and time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert 20 <= len(read_metrics(str(killed))) < steps
+    assert 10 <= len(read_metrics(str(killed))) < steps
     restart = subprocess.run(_command(killed, tiny_data_dir, steps), cwd=ROOT, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
     assert restart.returncode == 0, restart.stderr
@@ -170,6 +174,7 @@ def test_a_sigkill_then_restart_continues_bitwise(tiny_data_dir, tmp_path):
         ("--config.loss.kl=-0.1", "loss.kl=-0.1 is not accepted"),
         ("--config.loss.mle_weight=-1.0", "loss.mle_weight=-1.0 is not accepted"),
         ("--config.loss.discriminator=huge", "loss.discriminator='huge' is not accepted"),
+        ("--config.online.temperature=0.0", "online.temperature=0.0 gives GAIL the same sample of a prompt"),
     ],
 )
 def test_bad_options_stop_with_one_line(tiny_data_dir, tmp_path, capsys, override, named):
