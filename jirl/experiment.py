@@ -20,6 +20,7 @@ import optax
 from ml_collections import ConfigDict, config_dict
 
 from jirl import data, distributed, losses, models, sharding
+from jirl.discriminator import Discriminator, discriminator_of
 from jirl.errors import ConfigError
 from jirl.forward import HeadOptions
 from jirl.optimizer import make_optimizer
@@ -43,18 +44,6 @@ class OnlineSampling:
             raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
         if self.temperature < 0:
             raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Discriminator:
-    """Adversarial imitation's discriminator (loss.name = 'gail'): its model, trained by its own
-    optimizer (the `train` block's, at `loss.discriminator_learning_rate`). copies_policy: it starts
-    as a separate copy of the policy's starting weights (`loss.discriminator='policy'`), else fresh."""
-
-    model: models.ModelConfig
-    tx: optax.GradientTransformation
-    schedule: optax.Schedule
-    copies_policy: bool
 
 
 # Consecutive skipped steps (non-finite gradients) that stop a run, unless train.max_nonfinite_steps says.
@@ -251,35 +240,6 @@ def online_sampling(config: Any, objective: losses.Objective) -> OnlineSampling 
     if unknown:
         raise ConfigError(f"online has no key(s) {unknown}; accepted: {accepted}.")
     return OnlineSampling(**block)
-
-
-def discriminator_of(
-    config: Any, objective: losses.Objective, policy: models.ModelConfig
-) -> Discriminator | None:
-    """The discriminator an adversarial objective trains (`loss.discriminator`: a model preset,
-    sized to the policy's vocabulary and length, or 'policy' for a copy of the policy); else None."""
-    if not objective.adversarial:
-        return None
-    name = objective.options.get("discriminator", "tiny")
-    if name == "policy":
-        model = policy
-    elif policy.is_encoder_decoder:
-        raise ConfigError(
-            f"loss.discriminator='{name}' is not accepted for an encoder-decoder policy; give 'policy' "
-            "(a copy of the policy)."
-        )
-    elif name not in models.PRESETS:
-        raise ConfigError(
-            f"loss.discriminator='{name}' is not accepted; give a model preset {sorted(models.PRESETS)} "
-            "or 'policy'."
-        )
-    else:
-        shape = dict(vocab_size=policy.vocab_size, max_len=policy.max_len, dtype=policy.dtype)
-        model = models.get_config(name, **shape)
-    train = ConfigDict(config.train.to_dict())
-    train.learning_rate = float(objective.options.get("discriminator_learning_rate", 1e-3))
-    tx, schedule = make_optimizer(train)
-    return Discriminator(model, tx, schedule, copies_policy=name == "policy")
 
 
 def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:

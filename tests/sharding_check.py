@@ -178,7 +178,7 @@ def adversarial_equivalence():
     online.sample_every = 2 (the second step's ratios pi / pi_sampling are not 1)."""
     import types
 
-    from jirl.experiment import Discriminator
+    from jirl.discriminator import Discriminator
     from jirl.train import adversarial
 
     train_cfg = _train_cfg()

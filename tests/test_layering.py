@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jirl"
 LAYERS = (
     ("errors", "host_memory"),
     ("models", "losses", "data", "sharding", "distributed", "optimizer", "irl"),
-    ("forward", "sampling"),
+    ("forward", "sampling", "discriminator"),
     ("evaluation", "experiment"),
     ("train",),
     ("plan",),
