@@ -68,18 +68,7 @@ OBJECTIVES = {
     ),
     # The paper's adversarial baseline: a policy-gradient update on the discriminator's rewards, plus
     # MLE on expert data and a KL penalty towards the starting model (jirl.losses.gail).
-    "gail": dict(
-        name="gail",
-        reward="airl",
-        pg_weight=1.0,
-        mle_weight=1.0,
-        kl=0.1,
-        clip=0.2,
-        samples_per_prompt=4,
-        discriminator="tiny",
-        discriminator_learning_rate=1e-3,
-        **_HEAD,
-    ),  # fmt: skip
+    "gail": dict(name="gail", **losses.options("gail"), **_HEAD),  # defaults: jirl.losses.gail_loss
 }
 
 

@@ -7,7 +7,7 @@ Each step, with the policy's K samples per prompt (the sampler's policy batch) a
   2. the policy takes one step on L = L_PG + mle_weight E_E[-log pi] + kl E_P[KL(pi || pi_ref)]
      (jirl.losses.gail), pi_ref being the starting weights, kept in the state;
   3. the discriminator takes one step on its logistic loss, expert tokens against policy tokens,
-     with the same logits as step 1 (both updates read the state the step started from).
+     whose forward pass gave step 1's logits (both updates read the state the step started from).
 
 The discriminator is a causal LM of its own (a preset, or a copy of the policy): its logit for the
 token taken, z_t[a_t], is d_t, read by the same head stage as every objective (jirl.forward).
@@ -91,8 +91,14 @@ def sequence_logp(
     """log q(a_t | s_t) of the batch's targets, q = softmax(z_t / temperature) (pi itself at 1),
     [B, T] float32, from the full logits."""
     logits_BTV = models.forward_batch(graphdef, params, batch).astype(jnp.float32)
-    logp_BTV = jax.nn.log_softmax(logits_BTV / temperature, axis=-1)
-    return jnp.take_along_axis(logp_BTV, batch["targets"][..., None], axis=-1)[..., 0]
+    return _target_logp(logits_BTV / temperature, batch["targets"])
+
+
+def _target_logp(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
+    """log softmax(z_t)[a_t], [B, T]."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits_BTV, axis=-1), targets_BT[..., None], axis=-1)[
+        ..., 0
+    ]
 
 
 def make_sample_logp(graphdef: nnx.GraphDef, temperature: float = 1.0):
@@ -131,9 +137,7 @@ def make_adversarial_step(
         stats = forward.token_stats(graphdef, params, expert, head)
         logits_BTV = models.forward_batch(graphdef, params, policy).astype(jnp.float32)
         mask_BT = policy["loss_mask"].astype(jnp.float32)
-        logp_BT = jnp.take_along_axis(
-            jax.nn.log_softmax(logits_BTV, axis=-1), policy["targets"][..., None], axis=-1
-        )[..., 0]
+        logp_BT = _target_logp(logits_BTV, policy["targets"])
         kl_BT, _ = adversarial.kl_to_reference(logits_BTV, reference_BTV, mask_BT)
         samples = losses.PolicySamples(policy, logp_BT, kl_BT, advantages_BT)
         loss, metrics = objective(stats, expert, policy=samples)
@@ -141,8 +145,12 @@ def make_adversarial_step(
         return loss, metrics
 
     def disc_loss(disc_params, expert, policy):
+        """(loss, (metrics, d on the policy's tokens)): the logits also give the rewards."""
         expert_BT, policy_BT = logits_d(disc_params, expert), logits_d(disc_params, policy)
-        return adversarial.discriminator_loss(expert_BT, expert["loss_mask"], policy_BT, policy["loss_mask"])
+        loss, metrics = adversarial.discriminator_loss(
+            expert_BT, expert["loss_mask"], policy_BT, policy["loss_mask"]
+        )
+        return loss, (metrics, policy_BT)
 
     def train_step(state: AdversarialState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array]):
         missing = [k for k in POLICY_KEYS if policy is None or k not in policy]
@@ -154,8 +162,10 @@ def make_adversarial_step(
             )
         with layers.activation_sharding(constrain_fn):
             mask_BT = policy["loss_mask"].astype(jnp.float32)
-            d_BT = jax.lax.stop_gradient(logits_d(state.discriminator, policy))
-            rewards_BT = adversarial.token_rewards(d_BT, form)
+            (d_loss, (d_metrics, d_BT)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+                state.discriminator, expert, policy
+            )
+            rewards_BT = adversarial.token_rewards(d_BT, form)  # no gradient: stop_gradient inside
             advantages_BT = adversarial.leave_one_out_advantages(
                 rewards_BT, mask_BT, policy["example_ids"], policy["group_ids"]
             )
@@ -163,9 +173,6 @@ def make_adversarial_step(
             reference_BTV = jax.lax.stop_gradient(reference_BTV)
             (loss, metrics), grads = jax.value_and_grad(policy_loss, has_aux=True)(
                 state.params, reference_BTV, expert, policy, advantages_BT
-            )
-            (d_loss, d_metrics), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
-                state.discriminator, expert, policy
             )
         grads, grad_norm = _skip_if_nonfinite(loss, grads)
         d_grads, d_grad_norm = _skip_if_nonfinite(d_loss, d_grads)
