@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from typing import Any
 
@@ -61,7 +62,7 @@ MOVED_KEYS = {
 # most response_budget x T response positions per row when every row of a batch fits.
 _HEAD = dataclasses.asdict(HeadOptions())
 OBJECTIVES = {
-    "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0, **_HEAD),
+    "mle": dict(name="mle", label_smoothing=0.0, z_loss=0.0, entropy_bonus=0.0, **_HEAD),
     "iqlearn": dict(name="iqlearn", lam=0.1, gamma=1.0, alpha=0.0, stop_grad_next_value=False, **_HEAD),
     "iqlearn_online": dict(
         name="iqlearn", lam=0.1, gamma=1.0, alpha=0.1, stop_grad_next_value=False, **_HEAD
@@ -198,10 +199,13 @@ def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models
     overrides = {k: v for k, v in config.model.items() if k not in ("preset", "init_from")}
     init_from = config.model.get("init_from") or ""
     if init_from:
-        from jirl.models import hf
-
         shape_keys = set(models.PRESETS[config.model.preset])  # the checkpoint decides these
         compute = {k: v for k, v in overrides.items() if k not in shape_keys}
+        saved = saved_run_config(init_from)
+        if saved is not None:  # a jirl workdir: the shape of the model it trained
+            return dataclasses.replace(model_config(saved), **compute)
+        from jirl.models import hf
+
         return hf.config_from_hf(hf.read_config(os.path.expanduser(init_from)), **compute)
     if overrides.get("vocab_size") == -1 and tokenizer_vocab_size is not None:
         overrides["vocab_size"] = tokenizer_vocab_size
@@ -238,11 +242,31 @@ def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.shardi
     return sharding.make_mesh(block, devices), rules
 
 
+def saved_run_config(path: str) -> ConfigDict | None:
+    """The config of the jirl run whose workdir is `path` (config.json beside checkpoints/), else None.
+
+    `model.init_from` takes such a workdir as well as a Hugging Face folder: the run starts from the
+    newest checkpoint's params (jirl.train.workdir.load_trained) with a fresh optimizer and data order.
+    """
+    path = os.path.expanduser(path)
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isdir(os.path.join(path, "checkpoints")) or not os.path.isfile(config_path):
+        return None
+    with open(config_path) as f:
+        return upgrade(ConfigDict(json.load(f)))
+
+
 def run_tokenizer(config: Any, task: Any, data_dir: str) -> data.Tokenizer:
-    """The `tokenizer` block's tokenizer; kind 'hf' without a path reads the `model.init_from` folder's."""
+    """The `tokenizer` block's tokenizer; kind 'hf' without a path reads the `model.init_from` folder's
+    (for a jirl workdir, the tokenizer that run read)."""
     cfg = dict(config.get("tokenizer") or {})
-    if cfg.get("kind") == "hf" and not cfg.get("path") and config.model.get("init_from"):
-        cfg["path"] = os.path.expanduser(config.model.init_from)
+    init_from = config.model.get("init_from") or ""
+    if cfg.get("kind") == "hf" and not cfg.get("path") and init_from:
+        saved = saved_run_config(init_from)
+        if saved is None:
+            cfg["path"] = os.path.expanduser(init_from)
+        else:
+            cfg["path"] = saved.get("tokenizer", {}).get("path") or saved.model.get("init_from") or ""
     return data.make_tokenizer(cfg, task, data_dir, config.task.config)
 
 

@@ -76,11 +76,14 @@ def token_stats(
     options: HeadOptions = DEFAULT_HEAD,
     *,
     mean_logit: bool = False,
+    expected_logit: bool = False,
 ) -> losses.TokenStats:
     """TokenStats of a decoder or encoder-decoder batch: full logits (vocab_chunk = 0) or chunks."""
     if options.vocab_chunk == 0:
         logits_BTV = models.forward_batch(graphdef, params, batch)
-        return losses.head.from_logits(logits_BTV, batch, mean_logit=mean_logit)
+        return losses.head.from_logits(
+            logits_BTV, batch, mean_logit=mean_logit, expected_logit=expected_logit
+        )
     h_BTD, out = models.forward_hidden(graphdef, params, batch)
     return losses.head.from_hidden(
         h_BTD,
@@ -90,5 +93,6 @@ def token_stats(
         vocab_axis=out.vocab_axis,
         softcap=out.softcap,
         mean_logit=mean_logit,
+        expected_logit=expected_logit,
         row_budget=options.row_budget(h_BTD.shape[1]),
     )

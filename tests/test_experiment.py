@@ -53,6 +53,19 @@ def test_online_objectives_get_the_online_block(tmp_path):
     assert run.online == OnlineSampling(sample_every=3, temperature=0.7, max_new_tokens=12)
 
 
+def test_mle_with_an_entropy_bonus_asks_the_head_for_the_expected_logit(tmp_path):
+    config = _tiny("mle", data_dir=str(tmp_path))
+    assert config.loss.entropy_bonus == 0.0  # plain MLE by default
+    assert not experiment.build(config, tokenize=False).objective.needs_expected_logit
+    config.loss.entropy_bonus = 0.1  # --config.loss.entropy_bonus=0.1
+    run = experiment.build(config, tokenize=False)
+    assert run.objective.name == "mle" and run.objective.needs_expected_logit
+    assert run.objective.options == dict(label_smoothing=0.0, z_loss=0.0, entropy_bonus=0.1)
+    config.loss.entropy_bonus = -0.5
+    with pytest.raises(ConfigError, match=re.escape("loss.entropy_bonus=-0.5 is not accepted")):
+        experiment.build(config, tokenize=False)
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

@@ -128,7 +128,7 @@ def plan(args: list[str]) -> int:
 
 EVAL_USAGE = (
     "usage: jirl eval --workdir DIR [--split validation] [--samples K] [--temperature T[,T...]] "
-    "[--top_k N] [--top_p P] [--num_prompts N] [--max_new_tokens N] [--rerank N]"
+    "[--top_k N] [--top_p P] [--num_prompts N] [--max_new_tokens N] [--rerank N] [--greedy]"
 )
 
 
@@ -141,10 +141,14 @@ def evaluate(args: list[str]) -> int:
     flags.DEFINE_integer("top_k", 0, "Top-k sampling (0: off).", flag_values=fv)
     flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: off).", flag_values=fv)
     flags.DEFINE_integer(
-        "num_prompts", None, "Prompts (default: the run's eval.num_examples).", flag_values=fv
+        "num_prompts",
+        None,
+        "Prompts; -1: every prompt of the split (default: the run's eval.num_examples).",
+        flag_values=fv,
     )
     flags.DEFINE_integer("max_new_tokens", None, "Default: the run's eval.max_new_tokens.", flag_values=fv)
     flags.DEFINE_integer("rerank", 0, "Best-of-N reranking report with N samples (0: off).", flag_values=fv)
+    flags.DEFINE_bool("greedy", False, "Also greedy accuracy (answer tasks).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
     parse_flags(fv, args)
     if not fv.workdir:
@@ -160,7 +164,7 @@ def evaluate(args: list[str]) -> int:
     report = evaluate(
         fv.workdir, split=fv.split, samples=fv.samples, temperatures=temperatures, top_k=fv.top_k,
         top_p=fv.top_p, num_prompts=fv.num_prompts, max_new_tokens=fv.max_new_tokens, rerank=fv.rerank,
-        seed=fv.seed,
+        greedy=fv.greedy, seed=fv.seed,
     )  # fmt: skip
     print(json.dumps(report))
     return 0

@@ -3,9 +3,12 @@
 For each temperature, K responses per prompt of a split are sampled from the latest checkpoint:
 - quality: the task's metric over all K x prompts samples (answer accuracy, ROUGE, BLEU/ChrF);
 - diversity: Self-BLEU across the K samples of a prompt (lower = more diverse), distinct-1/2 over
-  all samples, and the mean entropy of the model's next-token distribution along the samples.
+  all samples, and the mean entropy of the model's next-token distribution along the samples;
+- answer tasks: right samples per prompt, majority vote over the K samples, and unbiased pass@k.
+With `greedy`, answer accuracy of greedy decoding (one sample per prompt, temperature 0) too.
 With `rerank=N`, N samples per prompt are scored by the sequence reward R and the log-likelihood;
-best-of-N by each is compared with a random pick, with Spearman(R, per-sample metric).
+best-of-N by each is compared with a random pick, with Spearman(R, per-sample metric) and, across
+prompts, Spearman(mean R of a prompt's samples, their mean metric).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jax
 from jirl import data, sampling
 from jirl.data.answers import extract_answer
 from jirl.errors import ConfigError
-from jirl.evaluation import diversity, quality, rewards
+from jirl.evaluation import diversity, quality, rewards, votes
 from jirl.train.workdir import Trained, load_trained
 
 
@@ -56,13 +59,19 @@ def evaluate(
     num_prompts: int | None = None,
     max_new_tokens: int | None = None,
     rerank: int = 0,
+    greedy: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The report (see the module docstring); also written to WORKDIR/eval_<split>.json with a plot."""
+    """The report (see the module docstring); also written to WORKDIR/eval_<split>.json with a plot.
+
+    num_prompts: -1 is every prompt of the split; 0 or None the run's eval.num_examples.
+    """
     if samples < 1:
         raise ConfigError(f"--samples={samples} must be at least 1.")
     if rerank == 1 or rerank < 0:
         raise ConfigError(f"--rerank={rerank} must be 0 (off) or at least 2.")
+    if num_prompts is not None and num_prompts < -1:
+        raise ConfigError(f"--num_prompts={num_prompts} must be -1 (all), 0 (the run's default) or positive.")
     trained = load_trained(workdir)
     run = trained.run
     task, tokenizer, config = run.task, run.tokenizer, run.config
@@ -70,7 +79,7 @@ def evaluate(
         raise ConfigError(
             f"split '{split}' is not a split of task '{task.name}'; it has {list(task.splits)}."
         )
-    limit = num_prompts or int(config.eval.num_examples)
+    limit = None if num_prompts == -1 else num_prompts or int(config.eval.num_examples)
     max_new = max_new_tokens or int(config.eval.max_new_tokens)
     prompts = data.eval_prompts(
         task,
@@ -94,6 +103,8 @@ def evaluate(
         row: dict[str, Any] = dict(temperature=temperature)
         if kind != "none":
             row.update(quality.task_metrics(kind, flat, [r for r in references for _ in range(samples)]))
+        if kind == "answer_accuracy" and texts:
+            row.update(votes.answer_report(texts, references))
         if samples >= 2:
             row["self_bleu"] = diversity.self_bleu(texts)
         row.update(
@@ -102,6 +113,11 @@ def evaluate(
             mean_token_entropy=diversity.mean_token_entropy(entropies),
         )
         report["by_temperature"].append(row)
+    if greedy and kind == "answer_accuracy":
+        texts, _ = _sample(trained, prompt_ids, 1, temperature=0.0, top_k=0, top_p=1.0,
+                           max_new_tokens=max_new, seed=seed)  # fmt: skip
+        correct = votes.correct_per_prompt(texts, references)
+        report["greedy"] = dict(accuracy=sum(correct) / max(len(correct), 1), correct=correct)
     if rerank:
         if kind == "none":
             raise ConfigError(f"--rerank needs a task metric; task '{task.name}' has none.")

@@ -8,6 +8,12 @@ gains (or any two losses) may be added in either order, and a loss may be
 subtracted from any gain at least as large. Each line also takes one of a few
 phrasings. `Problem.sample_rationale` draws uniformly from all distinct
 rationale strings; `Problem.num_rationales` counts them exactly.
+
+A `Distribution` sets the difficulty (operations per problem, number ranges)
+and the phrasing (story sentences, rationale line phrasings). `DEFAULT` is the
+broad distribution; `SHIFTED` is harder (3-4 operations rather than 1-3) and
+phrased with stories and line phrasings `DEFAULT` never uses, for fine-tuning
+a model pretrained on `DEFAULT`.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ from jirl.data.answers import extract_answer
 Term = tuple[str, int, int, int]
 State = tuple[Term, ...]  # sorted terms still to combine
 Equation = tuple[int, str, int, int]  # x op y = z
+LineTemplates = tuple[tuple[str, tuple[str, ...]], ...]  # (op, its line phrasings) for "+", "-", "*"
 
 LINE_TEMPLATES = {
     "+": ("{eq}", "{eq} {noun}", "Add: {eq}", "Sum: {eq}"),
@@ -40,10 +47,11 @@ MAX_PLAIN = 9  # plain quantities lie in [1, MAX_PLAIN]
 GROUP_COUNT = (2, 3)  # "a boxes of b": a in GROUP_COUNT, b in GROUP_SIZE
 GROUP_SIZE = (2, 5)
 MAX_QUESTION_CHARS = 120  # with the rationale, every example fits 192 byte tokens
+MAX_RATIONALE_CHARS = 79  # never binds for these settings (at most 73); fits 80 new tokens with EOS
 
 
 @dataclasses.dataclass(frozen=True)
-class _Story:
+class Story:
     """Sentence templates for one kind of story; one is drawn per sentence."""
 
     names: tuple[tuple[str, str], ...]  # (name, subject pronoun)
@@ -71,7 +79,7 @@ _PEOPLE = (
 )
 
 STORIES = (
-    _Story(
+    Story(
         names=_PEOPLE,
         nouns=(
             ("apples", "bags"),
@@ -91,7 +99,7 @@ STORIES = (
         loss_group=("{pron} gives {a} friends {b} each.",),
         ask=("How many {noun} does {name} have now?", "How many {noun} does {name} have in the end?"),
     ),
-    _Story(
+    Story(
         names=(("shop", "It"), ("store", "It"), ("market", "It")),
         nouns=(
             ("cans", "crates"),
@@ -109,7 +117,7 @@ STORIES = (
         loss_group=("{a} customers buy {b} each.",),
         ask=("How many {noun} does the {name} have now?", "How many {noun} are in the {name} now?"),
     ),
-    _Story(
+    Story(
         names=(("bus", "It"), ("train", "It"), ("boat", "It")),
         nouns=(("people", "groups"),),
         start=("A {name} has {n} {noun} on it.", "There are {n} {noun} on a {name}."),
@@ -120,6 +128,102 @@ STORIES = (
         loss_group=("{a} families of {b} get off.",),
         ask=("How many {noun} are on the {name} now?",),
     ),
+)
+
+# Fine-tuning stories: the same people, new sentences, nouns and story kinds.
+SHIFTED_STORIES = (
+    Story(
+        names=_PEOPLE,
+        nouns=(
+            ("coins", "jars"),
+            ("beads", "tubes"),
+            ("stamps", "books"),
+            ("crayons", "tins"),
+            ("buttons", "cups"),
+            ("candles", "packs"),
+        ),
+        start=("{name} owns {n} {noun}.", "At first, {name} keeps {n} {noun}."),
+        start_group=("{name} owns {a} {box} holding {b} {noun} each.",),
+        gain=("{pron} wins {n} more.", "{other} hands {name} {n} more.", "{pron} picks up {n} more."),
+        gain_group=("{pron} adds {a} {box} holding {b}.", "{other} hands over {a} {box} of {b}."),
+        loss=("{pron} trades away {n}.", "{other} borrows {n}.", "{pron} misplaces {n}."),
+        loss_group=("{pron} hands {b} to each of {a} pals.",),
+        ask=("What number of {noun} does {name} own at last?", "How many {noun} does {name} end up with?"),
+    ),
+    Story(
+        names=(("library", "It"), ("school", "It")),
+        nouns=(("books", "shelves"), ("chairs", "rows"), ("maps", "piles")),
+        start=("The {name} owns {n} {noun}.",),
+        start_group=("The {name} owns {a} {box} of {b} {noun}.",),
+        gain=("A donor adds {n}.", "{pron} receives {n} more."),
+        gain_group=("A donor adds {a} {box} of {b}.",),
+        loss=("{n} are lent out.", "{pron} throws out {n}."),
+        loss_group=("{a} classes borrow {b} each.",),
+        ask=("What number of {noun} does the {name} own now?",),
+    ),
+    Story(
+        names=(("garden", "It"), ("yard", "It")),
+        nouns=(("roses", "beds"), ("tulips", "rows"), ("plants", "pots")),
+        start=("A {name} grows {n} {noun}.",),
+        start_group=("A {name} grows {a} {box} of {b} {noun}.",),
+        gain=("Later, {n} more sprout.", "A gardener plants {n} more."),
+        gain_group=("A gardener plants {a} {box} of {b}.",),
+        loss=("Rabbits eat {n}.", "{n} are picked."),
+        loss_group=("{a} neighbours pick {b} each.",),
+        ask=("How many {noun} grow in the {name} now?",),
+    ),
+)
+
+SHIFTED_LINE_TEMPLATES = {
+    "+": ("{eq}", "Total: {eq}", "Plus: {eq}", "{noun}: {eq}"),
+    "-": ("{eq}", "Less: {eq}", "Remove: {eq}", "{noun}: {eq}"),
+    "*": ("{eq}", "Each: {eq}", "Product: {eq}", "{noun}: {eq}"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """What `make_problem` draws: difficulty (operations, number ranges) and phrasing.
+
+    Every number in a question or a rationale stays in [0, MAX_VALUE]. A question has at most
+    `max_question_chars` characters and every rationale of it at most `max_rationale_chars`.
+    """
+
+    num_ops: tuple[int, int]  # operations per problem, both ends included
+    max_plain: int  # plain quantities lie in [1, max_plain]
+    group_count: tuple[int, int]  # "a boxes of b": a in group_count, b in group_size
+    group_size: tuple[int, int]
+    max_question_chars: int
+    max_rationale_chars: int
+    stories: tuple[Story, ...]
+    people: tuple[tuple[str, str], ...]  # who the "other" person of a story may be
+    line_templates: LineTemplates
+
+
+DEFAULT = Distribution(
+    num_ops=NUM_OPS,
+    max_plain=MAX_PLAIN,
+    group_count=GROUP_COUNT,
+    group_size=GROUP_SIZE,
+    max_question_chars=MAX_QUESTION_CHARS,
+    max_rationale_chars=MAX_RATIONALE_CHARS,
+    stories=STORIES,
+    people=_PEOPLE,
+    line_templates=tuple(LINE_TEMPLATES.items()),
+)
+
+# Harder and newly phrased. [BOS] question "\n" rationale [EOS] fits 256 byte tokens, and so does
+# [BOS] question "\n" plus 256 - 2 - 150 = 104 new tokens, room for any rationale and its EOS.
+SHIFTED = Distribution(
+    num_ops=(3, 4),
+    max_plain=MAX_PLAIN,
+    group_count=GROUP_COUNT,
+    group_size=GROUP_SIZE,
+    max_question_chars=150,
+    max_rationale_chars=103,
+    stories=SHIFTED_STORIES,
+    people=_PEOPLE,
+    line_templates=tuple(SHIFTED_LINE_TEMPLATES.items()),
 )
 
 
@@ -163,10 +267,12 @@ class _RationaleSpace:
     since a line's text determines its template and its equation.
     """
 
-    def __init__(self, start: State):
+    def __init__(self, start: State, templates: dict[str, tuple[str, ...]]):
         self.start = frozenset([start])
+        self.templates = templates
         self._successors = {}
         self._counts = {}
+        self._longest = {}
 
     def successors(self, states: frozenset[State]) -> tuple[tuple[Equation, frozenset[State]], ...]:
         """The distinct next lines, each with the set of states it can lead to."""
@@ -183,9 +289,21 @@ class _RationaleSpace:
         if states not in self._counts:
             total = int(any(_is_done(s) for s in states))
             for (_, op, _, _), nxt in self.successors(states):
-                total += len(LINE_TEMPLATES[op]) * self.count(nxt)
+                total += len(self.templates[op]) * self.count(nxt)
             self._counts[states] = total
         return self._counts[states]
+
+    def longest(self, states: frozenset[State], noun: str, answer: int) -> int:
+        """Characters of the longest rationale ending from `states` (-1 if none ends)."""
+        if states not in self._longest:
+            best = len(f"#### {answer}") if any(_is_done(s) for s in states) else -1
+            for eq, nxt in self.successors(states):
+                rest = self.longest(nxt, noun, answer)
+                if rest >= 0:
+                    line = max(len(_format_line(eq, t, noun)) for t in self.templates[eq[1]])
+                    best = max(best, line + 1 + rest)
+            self._longest[states] = best
+        return self._longest[states]
 
 
 def _format_line(eq: Equation, template: str, noun: str) -> str:
@@ -201,14 +319,19 @@ class Problem:
     answer: int
     terms: tuple[Term, ...]
     noun: str
+    line_templates: LineTemplates = dataclasses.field(default=DEFAULT.line_templates, repr=False)
 
     @functools.cached_property
     def _space(self) -> _RationaleSpace:
-        return _RationaleSpace(tuple(sorted(self.terms)))
+        return _RationaleSpace(tuple(sorted(self.terms)), dict(self.line_templates))
 
     def num_rationales(self) -> int:
         """Exact number of distinct strings `sample_rationale` can return."""
         return self._space.count(self._space.start)
+
+    def max_rationale_chars(self) -> int:
+        """Characters of the longest string `sample_rationale` can return."""
+        return self._space.longest(self._space.start, self.noun, self.answer)
 
     def sample_rationale(self, rng: np.random.Generator) -> str:
         """One rationale, uniform over all distinct ones, ending `#### answer`."""
@@ -220,7 +343,7 @@ class Problem:
                     break
                 r -= 1
             for eq, nxt in space.successors(states):
-                templates, n = LINE_TEMPLATES[eq[1]], space.count(nxt)
+                templates, n = space.templates[eq[1]], space.count(nxt)
                 if r < len(templates) * n:
                     lines.append(_format_line(eq, templates[r // n], self.noun))
                     states = nxt
@@ -236,7 +359,7 @@ class Problem:
             if any(_is_done(s) for s in states):
                 yield "\n".join(lines + [f"#### {self.answer}"])
             for eq, nxt in space.successors(states):
-                for template in LINE_TEMPLATES[eq[1]]:
+                for template in space.templates[eq[1]]:
                     yield from walk(nxt, lines + [_format_line(eq, template, self.noun)])
 
         yield from walk(space.start, [])
@@ -278,9 +401,9 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _sample_terms(rng: np.random.Generator) -> tuple[Term, ...]:
-    """NUM_OPS operations: a start term, then gains and losses, some grouped."""
-    num_ops = int(rng.integers(NUM_OPS[0], NUM_OPS[1] + 1))
+def _sample_terms(rng: np.random.Generator, dist: Distribution) -> tuple[Term, ...]:
+    """dist.num_ops operations: a start term, then gains and losses, some grouped."""
+    num_ops = int(rng.integers(dist.num_ops[0], dist.num_ops[1] + 1))
     # k terms with p products take (k - 1) + p operations.
     shapes = [(k, num_ops + 1 - k) for k in range(2, num_ops + 2) if 0 <= num_ops + 1 - k <= min(k, 2)]
     k, p = _pick(rng, shapes)
@@ -289,11 +412,11 @@ def _sample_terms(rng: np.random.Generator) -> tuple[Term, ...]:
     for i in range(k):
         sign = 1 if i == 0 or rng.random() < 0.55 else -1
         if i in grouped:
-            a = int(rng.integers(GROUP_COUNT[0], GROUP_COUNT[1] + 1))
-            b = int(rng.integers(GROUP_SIZE[0], GROUP_SIZE[1] + 1))
+            a = int(rng.integers(dist.group_count[0], dist.group_count[1] + 1))
+            b = int(rng.integers(dist.group_size[0], dist.group_size[1] + 1))
             terms.append(("p", sign, a, b))
         else:
-            terms.append(("n", sign, int(rng.integers(1, MAX_PLAIN + 1)), 0))
+            terms.append(("n", sign, int(rng.integers(1, dist.max_plain + 1)), 0))
     return tuple(terms)
 
 
@@ -302,11 +425,11 @@ def _value(term: Term) -> int:
     return sign * (a * b if kind == "p" else a)
 
 
-def _render(rng: np.random.Generator, terms: tuple[Term, ...]) -> tuple[str, str]:
+def _render(rng: np.random.Generator, terms: tuple[Term, ...], dist: Distribution) -> tuple[str, str]:
     """The question text for `terms`, and the noun it counts."""
-    story = _pick(rng, STORIES)
+    story = _pick(rng, dist.stories)
     name, pron = _pick(rng, story.names)
-    other = _pick(rng, [n for n, _ in _PEOPLE if n != name])
+    other = _pick(rng, [n for n, _ in dist.people if n != name])
     noun, box = _pick(rng, story.nouns)
     sentences = []
     for i, (kind, sign, a, b) in enumerate(terms):
@@ -321,16 +444,38 @@ def _render(rng: np.random.Generator, terms: tuple[Term, ...]) -> tuple[str, str
     return " ".join(sentences), noun
 
 
-def make_problem(rng: np.random.Generator) -> Problem:
-    """A random problem; the same generator state gives the same problem."""
+def _rationale_fits(problem: Problem, max_chars: int) -> bool:
+    """Whether every rationale of `problem` has at most `max_chars` characters; a cheap bound first."""
+    num_lines = sum(2 if kind == "p" else 1 for kind, *_ in problem.terms) - 1
+    widest = max(
+        len(t.replace("{eq}", "").replace("{noun}", problem.noun))
+        for _, ts in problem.line_templates
+        for t in ts
+    )
+    eq_chars = len(f"{MAX_VALUE} + {MAX_VALUE} = {MAX_VALUE}")
+    if num_lines * (widest + eq_chars + 1) + len(f"#### {problem.answer}") <= max_chars:
+        return True
+    return problem.max_rationale_chars() <= max_chars
+
+
+def make_problem(rng: np.random.Generator, distribution: Distribution = DEFAULT) -> Problem:
+    """A random problem of `distribution`; the same generator state gives the same problem."""
     while True:
-        terms = _sample_terms(rng)
+        terms = _sample_terms(rng, distribution)
         gains = sum(_value(t) for t in terms if t[1] > 0)
         answer = sum(_value(t) for t in terms)
         if not 0 <= answer <= gains <= MAX_VALUE:
             continue
-        question, noun = _render(rng, terms)
-        if len(question) > MAX_QUESTION_CHARS:
+        question, noun = _render(rng, terms, distribution)
+        if len(question) > distribution.max_question_chars:
             continue
         canonical = tuple((k, s, min(a, b), max(a, b)) if k == "p" else (k, s, a, b) for k, s, a, b in terms)
-        return Problem(question=question, answer=answer, terms=canonical, noun=noun)
+        problem = Problem(
+            question=question,
+            answer=answer,
+            terms=canonical,
+            noun=noun,
+            line_templates=distribution.line_templates,
+        )
+        if _rationale_fits(problem, distribution.max_rationale_chars):
+            return problem

@@ -156,6 +156,8 @@ def rerank_report(
     """Scores N samples per prompt; Spearman(R, metric) over all samples and best-of-N by R / LL / random.
 
     metric_of(prompt_index, sample) -> the task metric of one sample (e.g. 1.0 if its answer is right).
+    spearman_reward_metric_across_prompts ranks prompts: a prompt's mean R over its N samples against
+    its mean metric (the fraction of right samples for answer accuracy); nan with fewer than 2 prompts.
     """
     pairs = [(p, s) for p, group in zip(prompts, samples) for s in group]
     scored = score(graphdef, params, tokenizer, pairs, gamma=gamma, head=head)
@@ -171,5 +173,10 @@ def rerank_report(
         prompts=len(samples),
         spearman_reward_metric=spearman(flat(rewards), flat(metrics)),
         spearman_loglik_metric=spearman(flat(logliks), flat(metrics)),
+        spearman_reward_metric_across_prompts=(
+            spearman([np.mean(r) for r in rewards], [np.mean(m) for m in metrics])
+            if len(samples) >= 2
+            else float("nan")
+        ),
         best_of_n=best_of_n(metrics, rewards, logliks, seed=seed),
     )

@@ -7,8 +7,9 @@
     loss, metrics = objective(stats, batch, policy=Stream(policy_stats, policy_batch))  # online
 
 The head stage (jirl.losses.head) reduces the logits over the vocabulary to TokenStats (Q_t, V_t,
-argmax-correct, and the mean logit when `objective.needs_mean_logit`); the objectives never see
-the logits. The registry maps a name to a loss and the options it accepts; `get` binds them.
+argmax-correct, the mean logit when `objective.needs_mean_logit`, the expected logit
+sum_v softmax(z)_v z_v when `objective.needs_expected_logit`); the objectives never see the
+logits. The registry maps a name to a loss and the options it accepts; `get` binds them.
 
 `gail` (adversarial imitation, `objective.adversarial`) reads its policy stream as
 `PolicySamples` (log pi, the KL to the starting model, the advantages from a discriminator), which
@@ -42,10 +43,16 @@ class _Entry(NamedTuple):
         dict  # options -> those of its offline terms (what the expert stream measures)
     )
     adversarial: bool = False  # trains a discriminator beside the policy (its own step)
+    needs_expected_logit: Callable[..., bool] = lambda **_: False  # the head computes sum_v p_v z_v
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "mle": _Entry(mle_loss, mle.check_options, needs_mean_logit=mle.needs_mean_logit),
+    "mle": _Entry(
+        mle_loss,
+        mle.check_options,
+        needs_mean_logit=mle.needs_mean_logit,
+        needs_expected_logit=mle.needs_expected_logit,
+    ),
     "iqlearn": _Entry(
         iqlearn_loss, iqlearn.check_options, needs_policy=iqlearn.is_online, offline=iqlearn.offline
     ),
@@ -66,6 +73,7 @@ class Objective:
     needs_mean_logit: bool  # the head must compute mean_v z_t (label smoothing)
     needs_policy: bool  # the step must give a policy stream
     adversarial: bool = False  # a discriminator trains beside the policy (GAIL: jirl.train.adversarial)
+    needs_expected_logit: bool = False  # the head must compute sum_v p_v z_v (MLE's entropy bonus)
 
     def offline(self) -> Objective:
         """This objective without its policy terms: what it measures on the expert stream alone."""
@@ -103,6 +111,7 @@ def get(name: str, **opts: Any) -> Objective:
         bool(entry.needs_mean_logit(**opts)),
         bool(entry.needs_policy(**opts)),
         entry.adversarial,
+        needs_expected_logit=bool(entry.needs_expected_logit(**opts)),
     )
 
 

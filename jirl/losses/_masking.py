@@ -68,6 +68,7 @@ class SoftQ(NamedTuple):
     next_value: jax.Array  # V'_t = c_t V_{t+1}
     correct: jax.Array  # argmax z_t == a_t
     mask: jax.Array  # m_t as float32
+    continues: jax.Array  # c_t: the next state is a response state of the same episode
 
 
 def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: bool = False) -> SoftQ:
@@ -88,7 +89,19 @@ def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: 
         next_value=c_BT * shifted_BT,
         correct=jax.lax.stop_gradient(stats.correct).astype(jnp.float32),
         mask=mask_BT,
+        continues=c_BT,
     )
+
+
+def episode_mean(x_BT: jax.Array, sq: SoftQ) -> jax.Array:
+    """sum_n sum_{t in n} x_t / N: a per-episode sum, averaged over the N episodes of a batch.
+
+    An episode is one response: a run of masked positions in one segment, ending where c_t = 0
+    (its terminal state). N = sum_t m_t (1 - c_t) counts those ends; max(N, 1) guards an empty batch.
+    """
+    ends = jnp.sum(sq.mask * (1.0 - sq.continues))
+    total = jnp.sum(jnp.where(sq.mask > 0, x_BT.astype(jnp.float32) * sq.mask, 0.0))
+    return total / jnp.maximum(ends, 1.0)
 
 
 def token_metrics(sq: SoftQ, gamma: float) -> dict[str, jax.Array]:

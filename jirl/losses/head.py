@@ -3,14 +3,15 @@
 Every objective reads the logits z_t only through reductions over the vocabulary:
 
   Q_t = z_t[a_t],   V_t = logsumexp_v z_t[v],   correct_t = [argmax_v z_t[v] == a_t],
-  mean_t = (1/V) sum_v z_t[v]   (label smoothing only).
+  mean_t = (1/V) sum_v z_t[v]   (label smoothing only),
+  E_t = sum_v p_t[v] z_t[v], p_t = softmax z_t   (the entropy bonus only: H_t = V_t - E_t).
 
 `from_logits` takes them from a [B, T, V] logits array (the reference path). `from_hidden` takes the
 final hidden states h [B, T, D] and the output projection W and computes z = h W (soft-capped
 c tanh(z / c) when asked) in chunks of about `chunk` vocabulary entries, never holding [B, T, V]: a
 streaming logsumexp over the chunks, and a custom VJP that recomputes each chunk's logits in the
-backward pass, dz = g_V softmax(z) + g_Q onehot(a) + g_mean / V, so that the memory is
-O(B T chunk) whatever V is.
+backward pass, dz = g_V p + g_Q onehot(a) + g_mean / V + g_E p (1 + z - E) (p = softmax(z)), so
+that the memory is O(B T chunk) whatever V is.
 
 Chunk k holds the vocabulary entries v = c K + k (c < C, K chunks of C entries, strided), so that a
 vocabulary sharded over a mesh axis in contiguous blocks stays sharded inside every chunk. The
@@ -36,6 +37,7 @@ class TokenStats(NamedTuple):
     value: jax.Array  # V_t = logsumexp z_t
     correct: jax.Array  # argmax z_t == a_t, as 0/1 (no gradient)
     mean_logit: jax.Array | None = None  # mean_v z_t[v]; only when asked for
+    expected_logit: jax.Array | None = None  # sum_v softmax(z_t)[v] z_t[v]; only when asked for
 
 
 class Stream(NamedTuple):
@@ -50,7 +52,11 @@ class Stream(NamedTuple):
 
 
 def from_logits(
-    logits_BTV: jax.Array, batch: Mapping[str, jax.Array], *, mean_logit: bool = False
+    logits_BTV: jax.Array,
+    batch: Mapping[str, jax.Array],
+    *,
+    mean_logit: bool = False,
+    expected_logit: bool = False,
 ) -> TokenStats:
     """TokenStats of full logits, upcast to float32. Masked positions read zeros, so garbage there
     (huge, -inf or NaN logits) gives neither NaN values nor NaN gradients."""
@@ -65,6 +71,9 @@ def from_logits(
         value=jax.nn.logsumexp(logits_BTV, axis=-1),
         correct=(jnp.argmax(logits_BTV, axis=-1) == targets_BT).astype(jnp.float32),
         mean_logit=jnp.mean(logits_BTV, axis=-1) if mean_logit else None,
+        expected_logit=(
+            jnp.sum(jax.nn.softmax(logits_BTV, axis=-1) * logits_BTV, axis=-1) if expected_logit else None
+        ),
     )
 
 
@@ -78,6 +87,7 @@ def from_hidden(
     softcap: float = 0.0,
     mean_logit: bool = False,
     row_budget: int = 0,
+    expected_logit: bool = False,
 ) -> TokenStats:
     """TokenStats of z = h W, computed in vocabulary chunks of about `chunk` entries.
 
@@ -106,7 +116,7 @@ def from_hidden(
     _masking.check_batch(batch, hidden_BTD.shape[:2])
     spec = _Spec(
         ChunkLayout.of(weight.shape[vocab_axis], chunk), vocab_axis, jnp.dtype(weight.dtype),
-        float(softcap), bool(mean_logit),
+        float(softcap), bool(mean_logit), bool(expected_logit),
     )  # fmt: skip
     targets_BT, mask_BT = batch["targets"].astype(jnp.int32), batch["loss_mask"]
     every_position = lambda: _stats_at(spec, hidden_BTD, weight, targets_BT, mask_BT)  # noqa: E731
@@ -131,9 +141,15 @@ def _stats_at(spec, hidden_BTD, weight, targets_BT, mask_BT) -> TokenStats:
     """TokenStats of every position (hidden states zeroed where m_t = 0), flattened to [B T, D]."""
     b, t, d = hidden_BTD.shape
     hidden_ND = jnp.where(mask_BT.reshape(b * t, 1) > 0, hidden_BTD.reshape(b * t, d), 0)
-    q, value, correct, mean = _chunked_stats(spec, hidden_ND, weight, targets_BT.reshape(b * t))
+    q, value, correct, mean, expected = _chunked_stats(spec, hidden_ND, weight, targets_BT.reshape(b * t))
     to_bt = lambda x: x.reshape(b, t)  # noqa: E731
-    return TokenStats(to_bt(q), to_bt(value), to_bt(correct), to_bt(mean) if spec.with_mean else None)
+    return TokenStats(
+        to_bt(q),
+        to_bt(value),
+        to_bt(correct),
+        to_bt(mean) if spec.with_mean else None,
+        to_bt(expected) if spec.with_expected else None,
+    )
 
 
 class ChunkLayout(NamedTuple):
@@ -179,13 +195,15 @@ def _chunk_logits(h_ND, w_DC, softcap):
 
 
 class _Spec(NamedTuple):
-    """The static part of a chunked head: layout, weight orientation and dtype, soft-cap, mean."""
+    """The static part of a chunked head: layout, weight orientation and dtype, soft-cap, mean,
+    expected logit."""
 
     layout: ChunkLayout
     vocab_axis: int
     weight_dtype: jnp.dtype
     softcap: float
     with_mean: bool
+    with_expected: bool = False
 
 
 def _forward(spec: _Spec, h_ND, weight, targets_N):
@@ -195,7 +213,7 @@ def _forward(spec: _Spec, h_ND, weight, targets_N):
     neg_inf = jnp.float32(-jnp.inf)
 
     def body(carry, xs):
-        run_max, run_sum, q, best_id, z_sum = carry
+        run_max, run_sum, q, best_id, z_sum, pz_sum = carry
         k, w_DC = xs
         ids_C = layout.entries(k)
         valid_C = ids_C < layout.vocab
@@ -203,36 +221,43 @@ def _forward(spec: _Spec, h_ND, weight, targets_N):
         z_valid = jnp.where(valid_C, z, neg_inf)
         chunk_max = jnp.max(z_valid, axis=1)
         new_max = jnp.maximum(run_max, chunk_max)
-        run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(jnp.exp(z_valid - new_max[:, None]), axis=1)
+        rescale = jnp.exp(run_max - new_max)
+        exp_z = jnp.exp(z_valid - new_max[:, None])  # 0 past V
+        run_sum = run_sum * rescale + jnp.sum(exp_z, axis=1)
+        if spec.with_expected:  # sum_v exp(z_v - max) z_v, rescaled as run_sum is
+            pz_sum = pz_sum * rescale + jnp.sum(jnp.where(valid_C, exp_z * z, 0.0), axis=1)
         q = q + jnp.sum(jnp.where(ids_C[None, :] == targets_N[:, None], z, 0.0), axis=1)
         chunk_id = ids_C[jnp.argmax(z_valid, axis=1)]  # the first maximum within the chunk
         wins = (chunk_max > run_max) | ((chunk_max == run_max) & (chunk_id < best_id))  # ties: lowest id
         best_id = jnp.where(wins, chunk_id, best_id)
         if spec.with_mean:
             z_sum = z_sum + jnp.sum(jnp.where(valid_C, z, 0.0), axis=1)
-        return (new_max, run_sum, q, best_id, z_sum), None
+        return (new_max, run_sum, q, best_id, z_sum, pz_sum), None
 
     zeros = jnp.zeros((n,), jnp.float32)
-    init = (jnp.full((n,), neg_inf), zeros, zeros, jnp.zeros((n,), jnp.int32), zeros)
+    init = (jnp.full((n,), neg_inf), zeros, zeros, jnp.zeros((n,), jnp.int32), zeros, zeros)
     ks = jnp.arange(layout.chunks, dtype=jnp.int32)
-    (run_max, run_sum, q, best_id, z_sum), _ = jax.lax.scan(body, init, (ks, w_KDC))
+    (run_max, run_sum, q, best_id, z_sum, pz_sum), _ = jax.lax.scan(body, init, (ks, w_KDC))
     value = run_max + jnp.log(run_sum)
     correct = (best_id == targets_N).astype(jnp.float32)
-    return (q, value, correct, z_sum / layout.vocab), (h_ND, w_KDC, targets_N, value)
+    expected = pz_sum / run_sum if spec.with_expected else zeros
+    return (q, value, correct, z_sum / layout.vocab, expected), (h_ND, w_KDC, targets_N, value, expected)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _chunked_stats(spec: _Spec, h_ND, weight, targets_N):
-    """(Q, V, correct, mean) [N] float32 of z = softcap(h W), chunk by chunk."""
+    """(Q, V, correct, mean, expected) [N] float32 of z = softcap(h W), chunk by chunk."""
     return _forward(spec, h_ND, weight, targets_N)[0]
 
 
 def _chunked_stats_bwd(spec: _Spec, residuals, cotangents):
-    """dz = g_V softmax(z) + g_Q onehot(a) + g_mean / V per chunk (times 1 - (z/c)^2 under a soft-cap);
-    dh = sum_k dz_k W_k^T, dW_k = h^T dz_k; float32 accumulation, each chunk's logits recomputed."""
+    """dz = g_V p + g_Q onehot(a) + g_mean / V + g_E p (1 + z - E) per chunk, p = softmax(z) (times
+    1 - (z/c)^2 under a soft-cap); dh = sum_k dz_k W_k^T, dW_k = h^T dz_k; float32 accumulation,
+    each chunk's logits recomputed. (E = sum_u p_u z_u: dE/dz_v = p_v + sum_u z_u p_u (d_uv - p_v)
+    = p_v (1 + z_v - E).)"""
     layout, softcap = spec.layout, spec.softcap
-    h_ND, w_KDC, targets_N, value_N = residuals
-    g_q, g_value, _, g_mean = (g.astype(jnp.float32) for g in cotangents)
+    h_ND, w_KDC, targets_N, value_N, expected_N = residuals
+    g_q, g_value, _, g_mean, g_expected = (g.astype(jnp.float32) for g in cotangents)
     dt = h_ND.dtype
 
     def body(dh_ND, xs):
@@ -244,6 +269,8 @@ def _chunked_stats_bwd(spec: _Spec, residuals, cotangents):
         dz = g_value[:, None] * probs + jnp.where(ids_C[None, :] == targets_N[:, None], g_q[:, None], 0.0)
         if spec.with_mean:
             dz = dz + jnp.where(valid_C, g_mean[:, None] / layout.vocab, 0.0)
+        if spec.with_expected:  # probs is 0 past V
+            dz = dz + g_expected[:, None] * probs * (1.0 + z - expected_N[:, None])
         if softcap > 0:
             dz = dz * (1.0 - jnp.square(z / softcap))
         dz = dz.astype(dt)

@@ -3,12 +3,18 @@
 With Q_t = z_t[a_t], V_t = logsumexp z_t, V'_t = c_t V_{t+1} and r_t = Q_t - gamma V'_t:
 
   offline:  L = E_E[-log pi] + lam E_E[r^2]
-  online:   L = E_E[-log pi] + alpha (E_P[V - gamma V'] - E_E[V - gamma V'])
+  online:   L = E_E[-log pi] + alpha (S_P[V - gamma V'] - S_E[V - gamma V'])
                 + lam ((1 - alpha) E_E[r^2] + alpha E_P[r^2])
 
-E_E is the masked token mean over the expert batch, E_P over the policy batch. lam = 0 and
-alpha = 0 give exactly MLE. -log pi_t = -r_t + (V_t - gamma V'_t), the unsimplified IQ-Learn form.
-The inputs are the head's per-position TokenStats (jirl.losses.head), never the logits themselves.
+E_E is the masked token mean over the expert batch, E_P over the policy batch. S_E and S_P are per
+episode: the sum over each response's tokens, averaged over responses. That is the normalisation
+IQ-Learn's value term calls for: sum_t (V_t - gamma V_{t+1}) over an episode telescopes to
+V(s_0) + (1 - gamma) sum_{t>=1} V_t, so at gamma = 1 both sums are the mean V(s_0) of the batch's
+prompts, and the term vanishes when the policy answers the expert batch's own prompts (as
+IQ-Learn's (1 - gamma) E[V(s_0)] does). Token means would leave sum_n V(s_0,n) (1/N_P - 1/N_E), a
+token-count artifact. lam = 0 and alpha = 0 give exactly MLE. -log pi_t = -r_t + (V_t - gamma V'_t),
+the unsimplified IQ-Learn form. The inputs are the head's per-position TokenStats
+(jirl.losses.head), never the logits themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ def _expert_terms(sq: _masking.SoftQ, gamma: float):
     reward_BT = sq.q - gamma * sq.next_value
     nll = _masking.masked_mean(sq.value - sq.q, sq.mask)
     td_reg = _masking.masked_mean(jnp.square(reward_BT), sq.mask)
-    value_gap = _masking.masked_mean(sq.value - gamma * sq.next_value, sq.mask)
+    value_gap = _masking.episode_mean(sq.value - gamma * sq.next_value, sq)  # S[V - gamma V']
     return nll, td_reg, value_gap
 
 

@@ -28,10 +28,17 @@ from jirl.train.evaluator import Evaluator
 from jirl.train.lock import WorkdirLock
 from jirl.train.metrics_writer import MetricsWriter, NullWriter, write_text
 from jirl.train.nonfinite import NonFiniteWatch
-from jirl.train.state import TrainState, create_sharded_train_state, pretrained_state, sharded_state_target
+from jirl.train.state import (
+    TrainState,
+    create_sharded_train_state,
+    pretrained_state,
+    sharded_state_target,
+    state_of_params,
+)
 from jirl.train.step import check_batch, run_train_step
 from jirl.train.stop import StopRequest
 from jirl.train.window import LogWindow
+from jirl.train.workdir import load_trained
 
 
 def train(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -181,8 +188,13 @@ def _initial_state(run: Run, checkpointer: Checkpointer, batches: Any, target: A
             batches.set_state(data_state)
         print(f"jirl: resuming from the checkpoint at step {start_step}")
         return start_step, state
-    if config.model.get("init_from"):
-        state = pretrained_state(os.path.expanduser(config.model.init_from), run.model, run.tx, shardings)
+    init_from = os.path.expanduser(config.model.get("init_from") or "")
+    if init_from and experiment.saved_run_config(init_from) is not None:  # a jirl workdir
+        trained = load_trained(init_from)
+        state = state_of_params(trained.params, run.tx, shardings)
+        print(f"jirl: starting from the step-{trained.step} weights of the run in {config.model.init_from}")
+    elif init_from:
+        state = pretrained_state(init_from, run.model, run.tx, shardings)
         print(f"jirl: starting from the pretrained weights in {config.model.init_from}")
     else:
         _, state, _ = create_sharded_train_state(run.model, run.tx, config.train.seed, run.mesh, run.rules)

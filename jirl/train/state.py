@@ -1,8 +1,8 @@
 """The train state: a plain pytree (step, params, optimizer state) that jit, orbax and shardings see.
 
 It is made fresh from a seed, sharded from the start (`create_sharded_train_state`), from a Hugging
-Face checkpoint (`pretrained_state`), or described without memory as a restore target
-(`sharded_state_target`).
+Face checkpoint (`pretrained_state`) or given params (`state_of_params`), or described without
+memory as a restore target (`sharded_state_target`).
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def pretrained_state(path: str, model_cfg: models.ModelConfig, tx: Any, sharding
     from jirl.models import hf
 
     _, params = hf.load_params(path, model_cfg, shardings.params)  # each tensor onto the mesh as read
+    return state_of_params(params, tx, shardings)
+
+
+def state_of_params(params: Any, tx: Any, shardings: TrainState) -> TrainState:
+    """Step 0 with these params (placed on the run's shardings) and a fresh optimizer state."""
+    params = jax.device_put(params, shardings.params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     step = jax.device_put(np.zeros((), np.int32), shardings.step)
     return TrainState(step=step, params=params, opt_state=opt_state)

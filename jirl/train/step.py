@@ -84,9 +84,13 @@ def _loss_fn(graphdef: nnx.GraphDef, objective: Callable, head: forward.HeadOpti
     """(params, expert, policy | None) -> (loss, metrics): each stream through the head, then the
     objective."""
     mean_logit = bool(getattr(objective, "needs_mean_logit", False))
+    expected_logit = bool(getattr(objective, "needs_expected_logit", False))
 
     def stream(params, batch) -> losses.Stream:
-        return losses.Stream(forward.token_stats(graphdef, params, batch, head, mean_logit=mean_logit), batch)
+        stats = forward.token_stats(
+            graphdef, params, batch, head, mean_logit=mean_logit, expected_logit=expected_logit
+        )
+        return losses.Stream(stats, batch)
 
     def loss_of(params, expert, policy):
         if policy is None:

@@ -32,7 +32,7 @@ def workdir(tiny_data_dir, tmp_path_factory):
 def test_eval_reports_quality_diversity_and_rerank(workdir, capsys):
     code = cli.main(
         ["eval", f"--workdir={workdir}", "--samples=3", "--temperature=0.5,1.0", "--num_prompts=4",
-         "--max_new_tokens=8", "--rerank=3"]
+         "--max_new_tokens=8", "--rerank=3", "--greedy"]
     )  # fmt: skip
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -44,7 +44,18 @@ def test_eval_reports_quality_diversity_and_rerank(workdir, capsys):
     for row in saved["by_temperature"]:
         assert 0 <= row["answer_accuracy"] <= 1 and 0 <= row["self_bleu"] <= 100.01
         assert 0 < row["distinct_1"] <= 1 and row["mean_token_entropy"] > 0
+        correct = row["correct_per_prompt"]
+        assert len(correct) == 4 and all(0 <= c <= 3 for c in correct)
+        assert sum(correct) / (3 * 4) == pytest.approx(row["answer_accuracy"], abs=1e-9)
+        assert list(row["pass_at_k"]) == ["1", "3"]
+        assert row["pass_at_k"]["1"] == pytest.approx(row["answer_accuracy"], abs=1e-9)
+        assert row["pass_at_k"]["1"] <= row["pass_at_k"]["3"] <= 1 and 0 <= row["majority_vote"] <= 1
+    greedy = saved["greedy"]
+    assert len(greedy["correct"]) == 4 and set(greedy["correct"]) <= {0, 1}
+    assert greedy["accuracy"] == pytest.approx(sum(greedy["correct"]) / 4)
     rerank = saved["rerank"]
+    across = rerank["spearman_reward_metric_across_prompts"]
+    assert across is None or -1 <= across <= 1  # None: every prompt's fraction right is the same
     assert rerank["n"] == 3 and set(rerank["best_of_n"]) == {
         "reward",
         "log_likelihood",
@@ -53,6 +64,14 @@ def test_eval_reports_quality_diversity_and_rerank(workdir, capsys):
         "mean",
     }
     assert os.path.exists(printed["plot"])
+
+
+def test_eval_of_every_prompt(workdir, capsys):
+    code = cli.main(["eval", f"--workdir={workdir}", "--split=test", "--samples=1", "--num_prompts=-1",
+                     "--max_new_tokens=2"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["prompts"] == 16 and "greedy" not in report  # the tiny test split, all of it
 
 
 def _eval(*args):
@@ -70,6 +89,7 @@ def _eval(*args):
     [
         (["--split=dev"], "split 'dev' is not a split of task 'arith'"),
         (["--samples=0"], "--samples=0 must be at least 1"),
+        (["--num_prompts=-2"], "--num_prompts=-2 must be -1 (all)"),
         (["--top_p=1.5"], "top_p=1.5 must be in (0, 1]"),
         (["--temperature=hot"], "--temperature=hot must be numbers"),
         (["--max_new_tokens=400"], "exceeds the model's maximum length 256"),

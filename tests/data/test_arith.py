@@ -1,5 +1,6 @@
 """The arithmetic word-problem generator and its rationale space."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -109,3 +110,146 @@ def test_sampling_covers_a_small_space():
 def test_check_rationale(text, ok):
     problem = arith.Problem(question="q", answer=14, terms=(), noun="x")
     assert arith.check_rationale(problem, text) is ok
+
+
+# --- Distributions: DEFAULT pinned, SHIFTED harder and newly phrased. ---------
+
+
+def _problems_of(distribution, seed, n):
+    rng = np.random.default_rng(seed)
+    return [arith.make_problem(rng, distribution) for _ in range(n)]
+
+
+def test_default_output_is_pinned():
+    """DEFAULT draws exactly as the generator did before distributions existed (seed 7, three problems)."""
+    rng = np.random.default_rng(7)
+    got = []
+    for _ in range(3):
+        p = arith.make_problem(rng)
+        got.append((p.question, p.terms, p.noun, p.answer, p.sample_rationale(rng), p.num_rationales()))
+    assert got == [
+        (
+            "A boat has 9 people on it. At a stop, 8 get off. 2 groups of 3 get on. "
+            "How many people are on the boat now?",
+            (("n", 1, 9, 0), ("n", -1, 8, 0), ("p", 1, 2, 3)),
+            "people",
+            7,
+            "2 * 3 = 6 people\nLeft: 9 - 8 = 1\n1 + 6 = 7\n#### 7",
+            768,
+        ),
+        (
+            "A store has 3 shirts in stock. A truck brings 7 more. A truck brings 3 more. "
+            "How many shirts are in the store now?",
+            (("n", 1, 3, 0), ("n", 1, 7, 0), ("n", 1, 3, 0)),
+            "shirts",
+            13,
+            "7 + 3 = 10\n10 + 3 = 13\n#### 13",
+            96,
+        ),
+        (
+            "Zoe starts with 5 marbles. Mia gives Zoe 2 more. She loses 2. "
+            "How many marbles does Zoe have in the end?",
+            (("n", 1, 5, 0), ("n", 1, 2, 0), ("n", -1, 2, 0)),
+            "marbles",
+            5,
+            "Minus: 5 - 2 = 3\nAdd: 3 + 2 = 5\n#### 5",
+            96,
+        ),
+    ]
+    assert _problems(11, 50) == _problems_of(arith.DEFAULT, 11, 50)
+    assert arith.DEFAULT.num_ops == arith.NUM_OPS
+    assert arith.DEFAULT.max_question_chars == arith.MAX_QUESTION_CHARS
+
+
+def _ops(problem):
+    return sum(2 if kind == "p" else 1 for kind, *_ in problem.terms) - 1
+
+
+def test_shifted_is_harder_and_fits_256_byte_tokens():
+    from jirl.data.pipeline import tokenize_example
+    from jirl.data.tokenizer import ByteTokenizer
+
+    tokenizer, shifted = ByteTokenizer(), arith.SHIFTED
+    # [BOS] question "\n" then room for the longest rationale and EOS: the eval's new tokens.
+    assert 1 + shifted.max_question_chars + 1 + shifted.max_rationale_chars + 1 <= 256
+    problems = _problems_of(arith.SHIFTED, 4, 300)
+    ops = [_ops(p) for p in problems]
+    assert set(ops) == {3, 4} and ops.count(4) >= 0.3 * len(ops)
+    assert np.mean(ops) > np.mean([_ops(p) for p in _problems(4, 300)]) + 1
+    rng = np.random.default_rng(0)
+    for problem in problems:
+        assert 0 <= problem.answer <= arith.MAX_VALUE
+        assert len(problem.question) <= shifted.max_question_chars
+        assert problem.max_rationale_chars() <= shifted.max_rationale_chars
+        question_numbers = set(re.findall(r"\d+", problem.question))
+        for _ in range(2):
+            text = problem.sample_rationale(rng)
+            assert arith.check_rationale(problem, text), text
+            assert len(text) <= problem.max_rationale_chars()
+            example = tokenize_example(problem.question + "\n", text, tokenizer, seq_len=256)
+            assert example["truncated"][0] == 0 and len(example["inputs"]) + 1 <= 256  # [BOS] ... [EOS]
+            lines = text.split("\n")
+            assert lines[-1] == f"#### {problem.answer}" and len(lines) - 1 == _ops(problem)
+            known = set(question_numbers)
+            for line in lines[:-1]:
+                x, op, y, z = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
+                assert {x, y} <= known, (problem.question, text)
+                assert 0 <= int(z) <= arith.MAX_VALUE
+                known.add(z)
+
+
+def _sentences(question):
+    """The question's sentences with numbers blanked: its phrasing."""
+    return {re.sub(r"\d+", "N", s) for s in re.split(r"(?<=[.?]) ", question)}
+
+
+def _line_phrasings(rationale):
+    """(text before, text after) the equation of each line."""
+    found = []
+    for line in rationale.split("\n")[:-1]:
+        m = re.search(r"\d+ [-+*] \d+ = \d+", line)
+        found.append((line[: m.start()], line[m.end() :]))
+    return found
+
+
+def test_shifted_uses_phrasings_default_never_uses():
+    rng = np.random.default_rng(0)
+    default, shifted = _problems_of(arith.DEFAULT, 5, 400), _problems_of(arith.SHIFTED, 5, 400)
+    default_sentences = set().union(*(_sentences(p.question) for p in default))
+    assert all(not _sentences(p.question) & default_sentences for p in shifted)
+    assert any(s.startswith("What number of") for p in shifted for s in _sentences(p.question))
+    default_lines = {ph for p in default for ph in _line_phrasings(p.sample_rationale(rng))}
+    shifted_lines = [ph for p in shifted for ph in _line_phrasings(p.sample_rationale(rng))]
+    assert set(shifted_lines) & default_lines == {("", "")}  # only the bare equation is shared
+    assert sum(ph != ("", "") for ph in shifted_lines) >= 0.6 * len(shifted_lines)  # 3 of 4 expected
+    # No sentence template of a shifted story is one of DEFAULT's.
+    assert not _sentence_templates(arith.SHIFTED) & _sentence_templates(arith.DEFAULT)
+
+
+def _sentence_templates(distribution):
+    return {
+        template
+        for story in distribution.stories
+        for field in dataclasses.fields(story)
+        if field.name not in ("names", "nouns")
+        for template in getattr(story, field.name)
+    }
+
+
+def test_shifted_count_and_longest_match_enumeration():
+    checked = 0
+    for problem in _problems_of(arith.SHIFTED, 6, 40):
+        if problem.num_rationales() > 5000:
+            continue
+        every = list(problem.all_rationales())
+        assert len(set(every)) == len(every) == problem.num_rationales()
+        assert max(len(t) for t in every) == problem.max_rationale_chars()
+        assert all(arith.check_rationale(problem, t) for t in every)
+        checked += 1
+    assert checked >= 10
+    small = _problems(3, 30)
+    assert all(
+        max(map(len, p.all_rationales())) == p.max_rationale_chars()
+        for p in small
+        if p.num_rationales() < 3000
+    )

@@ -82,3 +82,21 @@ def test_rerank_report_end_to_end(tiny):
     assert set(report["best_of_n"]) == {"reward", "log_likelihood", "random", "oracle", "mean"}
     assert report["best_of_n"]["oracle"] == 1.0 and report["best_of_n"]["mean"] == pytest.approx(1 / 3)
     assert -1.0 <= report["spearman_reward_metric"] <= 1.0
+
+
+def test_rerank_report_ranks_prompts_by_their_mean_reward(tiny):
+    """spearman_reward_metric_across_prompts: a prompt's mean R over its samples against its fraction of
+    right samples, recomputed here from `score`."""
+    graphdef, params = tiny
+    prompts = ["1+1=?\n", "3+4=?\n", "2+2=?\n", "5+1=?\n"]
+    samples = [["2", "3"], ["7", "8"], ["4", "4"], ["9", "0"]]
+    answers = ["2", "7", "4", "6"]
+    metric = lambda i, s: float(s == answers[i])  # noqa: E731
+    report = rewards.rerank_report(graphdef, params, ByteTokenizer(), prompts, samples, metric, gamma=0.9)
+    scored = rewards.score(
+        graphdef, params, ByteTokenizer(), [(p, s) for p, g in zip(prompts, samples) for s in g], gamma=0.9
+    )
+    mean_reward = [np.mean([x["reward"] for x in scored[2 * i : 2 * i + 2]]) for i in range(4)]
+    fraction_right = [np.mean([metric(i, s) for s in g]) for i, g in enumerate(samples)]
+    expected = stats.spearmanr(mean_reward, fraction_right).statistic
+    assert report["spearman_reward_metric_across_prompts"] == pytest.approx(expected, abs=1e-9)

@@ -12,6 +12,7 @@ from jirl.forward import HeadOptions
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "experiments")
 FILES = {
     "arith.py": lambda objective: objective,
+    "arith_shifted.py": lambda objective: objective,
     "gsm8k.py": lambda objective: objective,
     "translate.py": lambda objective: objective,
     "jsonl.py": lambda objective: objective,

@@ -32,15 +32,38 @@ def iqlearn_unsimplified(logits, targets, mask, segments, *, gamma, lam, next_lo
     return np.mean(-r + (v - gamma * v_next) + lam * r**2)
 
 
+def episode_value_gaps(logits, targets, mask, segments, gamma):
+    """Per response (a run of masked positions in one segment): sum_t (V_t - gamma V'_t) over it."""
+    b_size, t_size, _ = logits.shape
+    sums = []
+    for b in range(b_size):
+        t = 0
+        while t < t_size:
+            if mask[b, t] == 0:
+                t += 1
+                continue
+            total = 0.0
+            while True:  # one episode, from its first response position to its last
+                cont = t + 1 < t_size and mask[b, t + 1] > 0 and segments[b, t + 1] == segments[b, t]
+                total += _lse(logits[b, t]) - gamma * (_lse(logits[b, t + 1]) if cont else 0.0)
+                t += 1
+                if not cont:
+                    break
+            sums.append(total)
+    return np.array(sums, np.float64)
+
+
 def iqlearn_online(expert, policy, *, gamma, lam, alpha):
-    """E_E[-log pi] + alpha (E_P[V - gV'] - E_E[V - gV']) + lam ((1-alpha) E_E[r^2] + alpha E_P[r^2])."""
+    """E_E[-log pi] + alpha (S_P[V - gV'] - S_E[V - gV']) + lam ((1-alpha) E_E[r^2] + alpha E_P[r^2]).
+
+    E is a mean over response tokens, S a mean over responses of the sum over each response's tokens.
+    """
     qe, ve, ne = soft_q_terms(*expert, gamma).T
     qp, vp, npv = soft_q_terms(*policy, gamma).T
     re, rp = qe - gamma * ne, qp - gamma * npv
+    value_term = np.mean(episode_value_gaps(*policy, gamma)) - np.mean(episode_value_gaps(*expert, gamma))
     return (
-        np.mean(ve - qe)
-        + alpha * (np.mean(vp - gamma * npv) - np.mean(ve - gamma * ne))
-        + lam * ((1 - alpha) * np.mean(re**2) + alpha * np.mean(rp**2))
+        np.mean(ve - qe) + alpha * value_term + lam * ((1 - alpha) * np.mean(re**2) + alpha * np.mean(rp**2))
     )
 
 

@@ -115,6 +115,80 @@ def test_statistics_equal_the_logits_reductions(v, chunk):
     np.testing.assert_array_equal(np.asarray(stats.correct)[m], (np.argmax(z, -1) == targets)[m])
 
 
+# Several chunks of a [D, V] head, one chunk of a tied [V, D] head, every position; a tied head
+# and a [D, V] head (both soft-capped, with a vocabulary not a multiple of the chunk) gathered.
+@pytest.mark.parametrize(
+    "v,chunk,vocab_axis,softcap,row_budget",
+    [(37, 8, 1, 0.0, 0), (40, 40, 0, 0.0, 0), (37, 8, 0, 5.0, 14), (259, 100, 1, 3.0, 14)],
+)
+def test_chunked_expected_logit_equals_full_in_value_and_gradient(v, chunk, vocab_axis, softcap, row_budget):
+    """E_t = sum_v softmax(z_t)[v] z_t[v] from chunks equals the full logits' at every response
+    position, and so does the gradient of sum_t g_t E_t w.r.t. h and W (every position, or the
+    gathered response positions: the rows hold at most 13 of 16)."""
+    h, w, batch = _inputs(7, v, vocab_axis, t=16)
+    assert batch["loss_mask"].sum(1).tolist() == [13, 3, 5]
+    m = batch["loss_mask"] > 0
+    g = jnp.asarray(np.random.default_rng(8).normal(size=m.shape) * m, jnp.float32)
+
+    def chunked(h, w):
+        return head.from_hidden(
+            h, w, batch, chunk=chunk, vocab_axis=vocab_axis, softcap=softcap, expected_logit=True,
+            row_budget=row_budget,
+        ).expected_logit  # fmt: skip
+
+    def full(h, w):
+        z = h @ (w if vocab_axis == 1 else w.T)
+        if softcap:
+            z = softcap * jnp.tanh(z / softcap)
+        return head.from_logits(z, batch, expected_logit=True).expected_logit
+
+    grad = lambda fn: jax.grad(lambda h, w: jnp.sum(g * fn(h, w)), argnums=(0, 1))(h, w)  # noqa: E731
+    got, want = np.asarray(chunked(h, w)), np.asarray(full(h, w))
+    z = np.asarray(h, np.float64) @ np.asarray(w if vocab_axis == 1 else w.T, np.float64)
+    if softcap:
+        z = softcap * np.tanh(z / softcap)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    _assert_close(want[m], np.sum(p * z, -1)[m])  # the reference against float64
+    _assert_close(got[m], want[m])
+    for got_g, want_g in zip(grad(chunked), grad(full)):
+        assert np.any(np.asarray(want_g) != 0)
+        _assert_close(got_g, want_g)
+    assert head.from_hidden(h, w, batch, chunk=chunk, vocab_axis=vocab_axis).expected_logit is None
+
+
+@pytest.mark.parametrize("v,chunk,vocab_axis,softcap", [HEADS[1], HEADS[4]])
+def test_entropy_bonus_loss_through_chunks_equals_full_logits(v, chunk, vocab_axis, softcap):
+    h, w, batch = _inputs(9, v, vocab_axis)
+    for opts in (dict(entropy_bonus=0.2), dict(entropy_bonus=0.1, label_smoothing=0.1, z_loss=1e-3)):
+        objective = losses.get("mle", **opts)
+        assert objective.needs_expected_logit
+
+        def loss(h, w, chunked):
+            if chunked:
+                stats = head.from_hidden(
+                    h, w, batch, chunk=chunk, vocab_axis=vocab_axis, softcap=softcap,
+                    mean_logit=objective.needs_mean_logit, expected_logit=True,
+                )  # fmt: skip
+            else:
+                z = h @ (w if vocab_axis == 1 else w.T)
+                if softcap:
+                    z = softcap * jnp.tanh(z / softcap)
+                stats = head.from_logits(z, batch, mean_logit=objective.needs_mean_logit, expected_logit=True)
+            return objective(stats, batch)
+
+        grad = lambda chunked: jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(h, w, chunked)  # noqa: E731
+        (got, metrics), grads = grad(True)
+        (want, want_metrics), want_grads = grad(False)
+        _assert_close(got, want)
+        assert metrics.keys() == want_metrics.keys() and "entropy" in metrics
+        for key in metrics:
+            _assert_close(metrics[key], want_metrics[key])
+        for got_g, want_g in zip(grads, want_grads):
+            assert np.any(np.asarray(want_g) != 0)
+            _assert_close(got_g, want_g)
+
+
 def test_chunk_layout_covers_the_vocabulary_once():
     for vocab, chunk in [(7, 3), (259, 64), (259, 16384), (50_257, 16384), (256_000, 16384), (128, 128)]:
         layout = head.ChunkLayout.of(vocab, chunk)
@@ -166,13 +240,15 @@ def test_garbage_at_masked_positions_gives_no_nan():
     for name, opts in [
         ("iqlearn", dict(gamma=0.9, lam=0.5)),
         ("mle", dict(label_smoothing=0.1, z_loss=1e-4)),
+        ("mle", dict(entropy_bonus=0.1)),
     ]:
         objective = losses.get(name, **opts)
 
         def loss(h, w):
             stats = head.from_hidden(
-                h, w, batch, chunk=8, vocab_axis=0, mean_logit=objective.needs_mean_logit
-            )
+                h, w, batch, chunk=8, vocab_axis=0, mean_logit=objective.needs_mean_logit,
+                expected_logit=objective.needs_expected_logit,
+            )  # fmt: skip
             return objective(stats, batch)
 
         (value, metrics), (g_h, g_w) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(h, w)
@@ -218,3 +294,5 @@ def test_bad_arguments_are_named():
         head.from_hidden(h, w, dict(batch, targets=batch["targets"][:, :-1]), chunk=8)
     with pytest.raises(ValueError, match=r"label_smoothing=0.1 needs the mean logit"):
         losses.get("mle", label_smoothing=0.1)(head.from_hidden(h, w, batch, chunk=8), batch)
+    with pytest.raises(ValueError, match=r"entropy_bonus=0.1 needs the expected logit"):
+        losses.get("mle", entropy_bonus=0.1)(head.from_hidden(h, w, batch, chunk=8), batch)

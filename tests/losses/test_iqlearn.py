@@ -200,3 +200,64 @@ def test_bad_batches_are_named():
         on_logits(losses.get("iqlearn", alpha=0.1))(jnp.asarray(logits), batch)
     with pytest.raises(ValueError, match=r"not logits.*from_logits.*shape \(3, 12, 7\)"):
         losses.get("iqlearn")(jnp.asarray(logits), batch)  # the old contract is refused by name
+
+
+def _same_prompts_two_response_lengths(rng, *, v=6, prompt=3):
+    """Expert and policy streams over the same 3 prompts, one response each, of different lengths.
+
+    The logits at each response's first position (the state s_0 = its prompt) are equal in the two
+    streams, as a causal model's are; everything after differs.
+    """
+    expert_lengths, policy_lengths = (5, 2, 4), (2, 3, 2)  # N_E = 11, N_P = 7 tokens
+    t = prompt + max(expert_lengths + policy_lengths) + 1
+    first_logits = rng.normal(size=(3, v)).astype(np.float32) * 2.0
+
+    def stream(lengths):
+        logits = rng.normal(size=(3, t, v)).astype(np.float32) * 2.0
+        mask = np.zeros((3, t), np.float32)
+        for row, length in enumerate(lengths):
+            mask[row, prompt : prompt + length] = 1.0
+            logits[row, prompt] = first_logits[row]
+        batch = {
+            "targets": rng.integers(0, v, (3, t)).astype(np.int32),
+            "loss_mask": mask,
+            "segment_ids": np.ones((3, t), np.int32),
+        }
+        return logits, batch
+
+    return stream(expert_lengths), stream(policy_lengths), first_logits
+
+
+def test_online_term_at_gamma_one_is_a_token_count_artifact_under_token_means():
+    """At gamma = 1, the online term with token means telescopes to sum_n V(s_0,n) (1/N_P - 1/N_E): it
+    reads nothing past each prompt. Per episode (what jirl computes) it is exactly 0 for the same prompts."""
+    rng = np.random.default_rng(0)
+    (e_logits, e_batch), (p_logits, p_batch), first_logits = _same_prompts_two_response_lengths(rng)
+    e64 = (e_logits.astype(np.float64), *_np_batch(e_batch))
+    p64 = (p_logits.astype(np.float64), *_np_batch(p_batch))
+    v0 = np.array([np.log(np.sum(np.exp(z))) for z in first_logits.astype(np.float64)])
+
+    def token_mean_gap(stream):  # the old normalisation: a mean over response tokens
+        _, v, v_next = reference.soft_q_terms(*stream, 1.0).T
+        return np.mean(v - v_next)
+
+    n_e, n_p = e_batch["loss_mask"].sum(), p_batch["loss_mask"].sum()
+    old_term = token_mean_gap(p64) - token_mean_gap(e64)
+    np.testing.assert_allclose(old_term, v0.sum() * (1 / n_p - 1 / n_e), rtol=1e-6)
+    assert abs(old_term) > 0.1  # the policy's shorter responses alone move it
+    np.testing.assert_allclose(reference.episode_value_gaps(*p64, 1.0), v0, rtol=1e-10)
+
+    fn = on_logits(losses.get("iqlearn", gamma=1.0, lam=0.0, alpha=0.5))
+    loss, metrics = fn(
+        jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch
+    )
+    np.testing.assert_allclose(metrics["value_gap"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(loss, metrics["nll"], rtol=1e-6)
+
+    # At gamma < 1 the per-episode term keeps (1 - gamma) sum_{t >= 1} V_t: the states after s_0.
+    fn = on_logits(losses.get("iqlearn", gamma=0.9, lam=0.0, alpha=0.5))
+    _, metrics = fn(jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch)
+    gaps = lambda s: reference.episode_value_gaps(*s, 0.9)  # noqa: E731
+    expected = np.mean(gaps(p64)) - np.mean(gaps(e64))
+    np.testing.assert_allclose(metrics["value_gap"], expected, rtol=1e-5)
+    assert abs(expected) > 0.05

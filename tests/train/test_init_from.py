@@ -111,3 +111,30 @@ def test_t5_trains_evaluates_and_exports_through_the_cli(tiny_data_dir, tmp_path
     rng = np.random.default_rng(0)
     enc, dec = rng.integers(3, 259, (2, 10)), rng.integers(3, 259, (2, 6))
     np.testing.assert_allclose(_t5_logits(reloaded, enc, dec), _t5_logits(original, enc, dec), atol=1e-5)
+
+
+def test_a_jirl_workdir_is_a_starting_point(tiny_data_dir, tmp_path, capsys):
+    """`model.init_from` = a jirl workdir: its newest checkpoint's params and model shape (whatever the
+    preset says), a fresh optimizer; with learning rate 0 the fine-tuned weights are the base's."""
+    import jax
+
+    from jirl.train.workdir import load_trained
+
+    common = ["--progress=false", f"--config.task.data_dir={tiny_data_dir}", "--config.task.config=tiny",
+              "--config.task.seq_len=128", "--config.train.batch_size=2", "--config.eval.every=0",
+              "--config.eval.num_examples=2", "--config.eval.max_new_tokens=4"]  # fmt: skip
+    base = tmp_path / "base"
+    code = cli.main(["train", f"--config={ARITH}:mle", f"--workdir={base}", *common,
+                     "--config.model.preset=tiny", "--config.train.steps=3"])  # fmt: skip
+    assert code == 0
+    tuned = tmp_path / "tuned"
+    code = cli.main(["train", f"--config={ARITH}:iqlearn", f"--workdir={tuned}", *common,
+                     "--config.model.preset=small", f"--config.model.init_from={base}",
+                     "--config.train.steps=2", "--config.train.learning_rate=0.0"])  # fmt: skip
+    assert code == 0
+    assert f"starting from the step-3 weights of the run in {base}" in capsys.readouterr().out
+    before, after = load_trained(str(base)), load_trained(str(tuned))
+    assert after.run.model == before.run.model  # the base's shape, not the `small` preset
+    assert after.step == 2
+    for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

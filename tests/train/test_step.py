@@ -22,7 +22,9 @@ def _batch(b=2, t=16, vocab=259, seed=0):
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
 
 
-@pytest.mark.parametrize("name,opts", [("mle", {}), ("iqlearn", dict(lam=0.5, gamma=0.9))])
+@pytest.mark.parametrize(
+    "name,opts", [("mle", {}), ("mle", dict(entropy_bonus=0.1)), ("iqlearn", dict(lam=0.5, gamma=0.9))]
+)
 def test_step_updates_params_and_reports_the_loss_metrics(name, opts):
     cfg = models.get_config("tiny")
     tx, schedule = make_optimizer(TRAIN)

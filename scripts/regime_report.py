@@ -1,0 +1,302 @@
+"""Tables and plots of `scripts/regime_study.py` from its finished runs (each run's workdir files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from jirl.evaluation import paired
+
+CURVE_KEYS = ("eval_nll", "eval_answer_accuracy")
+
+
+def load_run(workdir: str, name: str, seed: int) -> dict:
+    """One finished, evaluated run: its study evaluation, learning curves and training time."""
+    with open(os.path.join(workdir, "study_eval.json")) as f:
+        run = json.load(f)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    run["curves"] = {key: [(r["step"], r[key]) for r in records if key in r] for key in CURVE_KEYS}
+    run["train"] = [r for r in records if "loss" in r]
+    seconds = os.path.join(workdir, "train_seconds.json")
+    if os.path.exists(seconds):
+        with open(seconds) as f:
+            run["train_seconds"] = json.load(f)["train_seconds"]
+    run.update(name=name, seed=seed, workdir=workdir)
+    return run
+
+
+def greedy(run: dict, split: str) -> np.ndarray:
+    return np.asarray(run[f"greedy_{split}"]["correct"], np.float64)
+
+
+def best(runs: dict[str, list[dict]], names: list[str]) -> str:
+    """The variant among `names` with the highest mean greedy validation accuracy (never test)."""
+    return max(names, key=lambda n: np.mean([greedy(r, "validation").mean() for r in runs[n]]))
+
+
+def lam_of(name: str) -> float:
+    return float(re.search(r"lam=([0-9.e-]+)", name).group(1))
+
+
+def _mean_se(values, digits=3) -> str:
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    if values.size == 0:
+        return "n/a"
+    if values.size == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1) / np.sqrt(values.size):.{digits}f}"
+
+
+def _difference(mle: list[dict], runs: list[dict], split: str) -> str:
+    """Paired bootstrap over prompts of (variant - MLE), per-prompt means over each side's seeds."""
+    if runs is mle:
+        return "—"
+    d = paired.paired_bootstrap_seeds([greedy(r, split) for r in mle], [greedy(r, split) for r in runs])
+    return f"{d['mean_difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _curve_end(run: dict, key: str) -> float:
+    return run["curves"][key][-1][1]
+
+
+def _curve_min(run: dict, key: str) -> tuple[int, float]:
+    step, value = min(run["curves"][key], key=lambda x: x[1])
+    return step, value
+
+
+def _row_at(run: dict, temperature: float) -> dict | None:
+    return next((r for r in run["by_temperature"] if abs(r["temperature"] - temperature) < 1e-9), None)
+
+
+def headline_table(runs: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| variant | seeds | val acc. | test acc. | test − MLE [95% CI] | val − MLE [95% CI] | val NLL end "
+        "| val NLL min (step) | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    mle = runs.get("MLE")
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        mins = [_curve_min(r, "eval_nll") for r in rs]
+        cells = [
+            name,
+            str(len(rs)),
+            _mean_se([greedy(r, "validation").mean() for r in rs]),
+            _mean_se([greedy(r, "test").mean() for r in rs]),
+            _difference(mle, rs, "test") if mle else "n/a",
+            _difference(mle, rs, "validation") if mle else "n/a",
+            _mean_se([_curve_end(r, "eval_nll") for r in rs]),
+            f"{np.mean([m[1] for m in mins]):.3f} ({int(np.median([m[0] for m in mins]))})",
+            f"{np.mean([r.get('train_seconds', np.nan) for r in rs]):.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def sampling_table(runs: dict[str, list[dict]], temperatures) -> list[str]:
+    keys = ("answer_accuracy", "majority_vote", "pass_at_k", "self_bleu", "distinct_2", "mean_token_entropy")
+    head = ("acc.", "maj@8", "pass@8", "Self-BLEU", "distinct-2", "entropy")
+    lines = [
+        "| variant | T | " + " | ".join(head) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in head) + " |",
+    ]
+    for name, rs in runs.items():
+        for t in temperatures:
+            rows = [_row_at(r, t) for r in rs]
+            rows = [x for x in rows if x is not None]
+            if not rows:
+                continue
+            cells = []
+            for key in keys:
+                if key == "pass_at_k":
+                    cells.append(_mean_se([x["pass_at_k"][max(x["pass_at_k"], key=int)] for x in rows]))
+                else:
+                    cells.append(_mean_se([x[key] for x in rows], 2 if key == "self_bleu" else 3))
+            lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def reward_table(runs: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| variant | Spearman(R, correct), samples | Spearman, across prompts | Spearman(log-lik, correct) "
+        "| best-of-4 by R | by log-lik | random |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, rs in runs.items():
+        rr = [r["rerank"] for r in rs if "rerank" in r]
+        if not rr:
+            continue
+        cells = [
+            _mean_se([x["spearman_reward_metric"] for x in rr]),
+            _mean_se([x.get("spearman_reward_metric_across_prompts") for x in rr]),
+            _mean_se([x["spearman_loglik_metric"] for x in rr]),
+        ] + [_mean_se([x["best_of_n"][k] for x in rr]) for k in ("reward", "log_likelihood", "random")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: dict[str, list[dict]], path: str, title: str) -> str:
+    """Validation NLL and answer accuracy against steps, the mean over seeds of each variant."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        style = "-" if name.startswith(("MLE", "IQLearn")) else "--"
+        for ax, key in zip(axes, CURVE_KEYS):
+            steps = [s for s, _ in rs[0]["curves"][key]]
+            values = np.mean([[v for _, v in r["curves"][key]][: len(steps)] for r in rs], axis=0)
+            ax.plot(steps, values, style, label=name, lw=1.8 if name == "MLE" else 1.1)
+    axes[0].set_ylabel("validation NLL per response token")
+    axes[1].set_ylabel("validation answer accuracy (100 prompts, greedy)")
+    for ax in axes:
+        ax.set_xlabel("fine-tuning step")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_quality_diversity(runs: dict[str, list[dict]], path: str, title: str) -> str:
+    """Sample accuracy against Self-BLEU: MLE across temperatures, MLE + entropy across strengths and
+    IQLearn across lambda (each at T = 1.0 and 0.5)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+
+    def point(rs, t):
+        rows = [_row_at(r, t) for r in rs]
+        rows = [x for x in rows if x is not None]
+        return np.mean([x["self_bleu"] for x in rows]), np.mean([x["answer_accuracy"] for x in rows])
+
+    if runs.get("MLE"):
+        temps = [row["temperature"] for row in runs["MLE"][0]["by_temperature"]]
+        xs, ys = zip(*(point(runs["MLE"], t) for t in temps))
+        ax.plot(xs, ys, "o-", color="black", label="MLE across T")
+        for x, y, t in zip(xs, ys, temps):
+            ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    sweeps = (  # stage-1 names only: the sweep over one strength, nothing else changed
+        (r"MLE \+ entropy [0-9.e-]+", "beta", "MLE + entropy", "s-", "tab:orange"),
+        (r"IQLearn lam=[0-9.e-]+", "lambda", "IQLearn", "^-", "tab:blue"),
+    )
+    for pattern, knob, label, marker, color in sweeps:
+        names = [n for n in runs if re.fullmatch(pattern, n) and runs[n]]
+        for t, alpha in ((1.0, 1.0), (0.5, 0.5)):
+            pts = [point(runs[n], t) for n in names]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker, color=color, alpha=alpha, label=f"{label} across {knob}, T={t:g}")
+            for x, y, n in zip(xs, ys, names):
+                value = n.split()[-1].split("=")[-1]
+                ax.annotate(
+                    value, (x, y), textcoords="offset points", xytext=(3, -8), fontsize=6, color=color
+                )
+    ax.set_xlabel("Self-BLEU across 8 samples (lower = more diverse)")
+    ax.set_ylabel("answer accuracy of samples")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_reward_correlation(runs: dict[str, list[dict]], path: str, title: str) -> str | None:
+    """Spearman of the extracted reward with correctness against lambda (offline IQLearn, gamma 0.99)."""
+    names = [
+        n for n in runs if re.fullmatch(r"IQLearn lam=[0-9.e-]+", n) and any("rerank" in r for r in runs[n])
+    ]
+    if not names:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    lams = [lam_of(n) for n in names]
+    for key, label in (
+        ("spearman_reward_metric", "over samples"),
+        ("spearman_reward_metric_across_prompts", "across prompts"),
+    ):
+        means = [np.nanmean([r["rerank"].get(key) or np.nan for r in runs[n]]) for n in names]
+        ax.plot(lams, means, "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda (TD regulariser)")
+    ax.set_ylabel("Spearman(extracted reward R, correct)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(results: dict[int, dict[str, list[dict]]], args) -> None:
+    out_dir = os.path.dirname(args.out)
+    lines = [
+        "# arith in the paper's regime: fine-tuning a pretrained model on a small shifted set",
+        "",
+        f"Written by `python scripts/regime_study.py --sizes {args.sizes}` (the method is in that script's "
+        "docstring). Mean ± standard error over seeds. Accuracy: the `#### N` answer graded as GSM8K. "
+        "`test − MLE`: the paired bootstrap 95% interval over prompts (10,000 resamples) of the "
+        "difference in greedy accuracy, each prompt's correctness averaged over a variant's seeds.",
+    ]
+    for size, runs in results.items():
+        runs = {n: rs for n, rs in runs.items() if rs}
+        if not runs:
+            continue
+        tag = f"n{size}"
+        lines += [
+            "",
+            f"## N = {size} training examples",
+            "",
+            "### Greedy accuracy (all 500 validation and 500 test prompts)",
+            "",
+        ]
+        lines += headline_table(runs)
+        curves = plot_curves(
+            runs, os.path.join(out_dir, f"regime_{tag}_curves.png"), f"N = {size}: learning curves"
+        )
+        lines += ["", f"![learning curves]({os.path.basename(curves)})", ""]
+        lines += ["### Samples: K = 8 per prompt, first 200 validation prompts", ""]
+        lines += sampling_table(runs, (0.5, 1.0))
+        if runs.get("MLE"):
+            lines += ["", "MLE across temperatures:", ""]
+            lines += sampling_table({"MLE": runs["MLE"]}, (0.3, 0.7, 1.3))
+        qd = plot_quality_diversity(
+            runs,
+            os.path.join(out_dir, f"regime_{tag}_quality_diversity.png"),
+            f"N = {size}: quality against diversity",
+        )
+        lines += ["", f"![quality against diversity]({os.path.basename(qd)})", ""]
+        lines += ["### The extracted reward (IQLearn; 4 samples per prompt at T = 1, 200 prompts)", ""]
+        lines += reward_table(runs)
+        rc = plot_reward_correlation(
+            runs,
+            os.path.join(out_dir, f"regime_{tag}_reward_correlation.png"),
+            f"N = {size}: extracted reward vs correctness",
+        )
+        if rc:
+            lines += ["", f"![reward correlation]({os.path.basename(rc)})", ""]
+    notes = os.path.join(out_dir, "regime_reading.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            lines += ["", f.read().strip(), ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")

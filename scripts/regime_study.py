@@ -1,0 +1,199 @@
+"""The paper's regime on `arith`: fine-tune one pretrained model on a small shifted set, every objective.
+
+Usage:
+  python scripts/regime_study.py [--sizes 1000,5000] [--runs runs/regime_study]
+      [--out docs/results/regime.md] [--stage all]
+
+1. The base: `jirl train` MLE-trains the `small` model on the broad `default` arith set (20,000
+   problems, 1-3 operations) for --base_steps; every fine-tune starts from its workdir
+   (`model.init_from` takes a jirl workdir).
+2. Fine-tunes on `experiments/arith_shifted.py` (harder problems in new phrasings) with N training
+   examples, N in --sizes, for `STEPS[N]` steps each (long enough that MLE's validation NLL turns
+   up), learning rate 1e-3, the same budget (steps, batch, tokens) for every variant; validation
+   NLL and answer accuracy (100 prompts, greedy) every `EVERY` steps: the learning curves.
+3. Variants, in the order they run (a stage's choices need the stage before it):
+   - stage 1, seeds 0-2: MLE; MLE + entropy bonus at ENTROPY_BONUSES; offline IQLearn at LAMBDAS
+     with gamma 0.99 (gamma < 1 so that the extracted reward is not the log-likelihood plus V(s_0));
+   - stage 2, seeds 0-2, at the best lambda (highest mean validation accuracy over the stage-1 seeds;
+     never test): gamma 1.0, and stop_grad_next_value on at gamma 0.99 and 1.0; online IQLearn
+     (alpha 0.1, sampling every 4 steps) at gamma 0.99 and 1.0; GAIL (pg_weight 0.03, its MLE term
+     and KL penalty) from the same base;
+   - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn.
+4. Evaluation of each final model: greedy answer accuracy on every validation and test prompt
+   (per prompt, for the paired bootstrap against MLE); K=8 samples at each of TEMPERATURES (more
+   for MLE: its temperature sweep) on the first SAMPLE_PROMPTS validation prompts: accuracy,
+   majority vote, pass@k, Self-BLEU, distinct-2, mean token entropy; for IQLearn, Spearman of the
+   extracted sequence reward with correctness (4 samples per prompt at T=1).
+
+Finished runs and evaluations are reused, so the script can be stopped and started again; the
+report is rewritten after every run. `--stage 1` stops after stage 1, and so on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import regime_report  # noqa: E402
+
+STEPS = {1000: 600, 5000: 1200}  # per training-set size: MLE's validation NLL turns up before the end
+EVERY = 50  # learning-curve points
+ENTROPY_BONUSES = (0.01, 0.03, 0.1)
+LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
+TEMPERATURES = (0.5, 1.0)
+MLE_TEMPERATURES = (0.3, 0.5, 0.7, 1.0, 1.3)
+SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 200, 4
+FIRST_SEEDS, MORE_SEEDS = (0, 1, 2), (3, 4)
+FINE_TUNE = ["--config.train.learning_rate=1e-3", "--config.train.warmup_steps=20"]
+
+
+def _run(command: list[str]) -> None:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "_", name.lower()).strip("_")
+
+
+def base_model(args) -> str:
+    """The pretrained workdir every fine-tune starts from (MLE on the broad default set)."""
+    workdir = os.path.join(args.runs, "base")
+    if not os.path.exists(os.path.join(workdir, "summary.json")):
+        _run([sys.executable, "-m", "jirl.cli", "train", "--config=experiments/arith.py:mle",
+              f"--workdir={workdir}", "--progress=false", f"--config.train.steps={args.base_steps}",
+              "--config.eval.every=500", "--config.eval.answers_every=500", "--config.eval.num_examples=100",
+              "--config.train.checkpoint_every=500"])  # fmt: skip
+    return workdir
+
+
+def stage1_variants() -> dict[str, tuple[str, list[str]]]:
+    """name -> (objective, overrides)."""
+    variants = {"MLE": ("mle", [])}
+    for beta in ENTROPY_BONUSES:
+        variants[f"MLE + entropy {beta:g}"] = ("mle", [f"--config.loss.entropy_bonus={beta}"])
+    for lam in LAMBDAS:
+        overrides = [f"--config.loss.lam={lam}", "--config.loss.gamma=0.99"]
+        variants[f"IQLearn lam={lam:g}"] = ("iqlearn", overrides)
+    return variants
+
+
+def stage2_variants(lam: float) -> dict[str, tuple[str, list[str]]]:
+    iq = [f"--config.loss.lam={lam}"]
+    online = ["--config.loss.alpha=0.1", "--config.online.sample_every=4", *iq]
+    return {
+        f"IQLearn lam={lam:g} gamma=1": ("iqlearn", [*iq, "--config.loss.gamma=1.0"]),
+        f"IQLearn lam={lam:g} stop-grad": (
+            "iqlearn", [*iq, "--config.loss.gamma=0.99", "--config.loss.stop_grad_next_value=True"]
+        ),
+        f"IQLearn lam={lam:g} gamma=1 stop-grad": (
+            "iqlearn", [*iq, "--config.loss.gamma=1.0", "--config.loss.stop_grad_next_value=True"]
+        ),
+        f"online IQLearn lam={lam:g}": ("iqlearn", [*online, "--config.loss.gamma=0.99"]),
+        f"online IQLearn lam={lam:g} gamma=1": ("iqlearn", [*online, "--config.loss.gamma=1.0"]),
+        "GAIL": ("gail", ["--config.online.sample_every=4", "--config.loss.pg_weight=0.03"]),
+    }  # fmt: skip
+
+
+def fine_tune(size: int, name: str, variant: tuple[str, list[str]], seed: int, base: str, args) -> dict:
+    """Trains (unless finished) and evaluates (unless evaluated) one variant at one seed."""
+    objective, overrides = variant
+    workdir = os.path.join(args.runs, f"n{size}", f"{slug(name)}_s{seed}")
+    if not os.path.exists(os.path.join(workdir, "summary.json")):
+        start = time.time()
+        _run([sys.executable, "-m", "jirl.cli", "train", f"--config=experiments/arith_shifted.py:{objective}",
+              f"--workdir={workdir}", "--progress=false", f"--config.task.config=shifted_{size}",
+              f"--config.train.steps={STEPS[size]}", f"--config.train.seed={seed}",
+              f"--config.eval.every={EVERY}", f"--config.eval.answers_every={EVERY}",
+              "--config.eval.num_examples=100", "--config.eval.loss_batches=8",
+              f"--config.train.checkpoint_every={STEPS[size]}", f"--config.model.init_from={base}",
+              *FINE_TUNE, *overrides])  # fmt: skip
+        with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
+            json.dump({"train_seconds": time.time() - start}, f)
+    report_path = os.path.join(workdir, "study_eval.json")
+    if not os.path.exists(report_path):
+        start = time.time()
+        family = "mle" if name == "MLE" else "iqlearn" if objective == "iqlearn" else "other"
+        _run([sys.executable, os.path.abspath(__file__), "--evaluate", workdir, "--family", family,
+              "--seed", str(seed)])  # fmt: skip
+        print(f"n={size} {name} seed {seed}: evaluated in {time.time() - start:.0f} s", flush=True)
+    return regime_report.load_run(workdir, name, seed)
+
+
+def evaluate_run(workdir: str, family: str, seed: int) -> None:
+    """Every measure of one finished run, into WORKDIR/study_eval.json (in this process)."""
+    from jirl.cli.evaluate import evaluate
+
+    out = {}
+    for split in ("validation", "test"):
+        report = evaluate(workdir, split=split, temperatures=(), greedy=True, num_prompts=-1, seed=seed)
+        out[f"greedy_{split}"] = report["greedy"]
+    temperatures = MLE_TEMPERATURES if family == "mle" else TEMPERATURES
+    report = evaluate(workdir, split="validation", samples=SAMPLES, temperatures=temperatures,
+                      num_prompts=SAMPLE_PROMPTS, seed=seed)  # fmt: skip
+    out["by_temperature"] = report["by_temperature"]
+    if family == "iqlearn":
+        report = evaluate(workdir, split="validation", samples=1, temperatures=(1.0,),
+                          num_prompts=SAMPLE_PROMPTS, rerank=RERANK, seed=seed)  # fmt: skip
+        out["rerank"] = report["rerank"]
+    with open(os.path.join(workdir, "study_eval.json"), "w") as f:
+        json.dump(out, f)
+
+
+def run_size(size: int, base: str, args, results: dict) -> None:
+    """The three stages for one training-set size; `results[size][name]` gathers the runs."""
+    runs = results.setdefault(size, {})
+
+    def go(variants: dict, seeds) -> None:
+        for seed in seeds:  # seed-major: a partial stage still covers every variant
+            for name, variant in variants.items():
+                runs.setdefault(name, [])
+                if all(r["seed"] != seed for r in runs[name]):
+                    runs[name].append(fine_tune(size, name, variant, seed, base, args))
+                    regime_report.write(results, args)
+
+    first = stage1_variants()
+    go(first, FIRST_SEEDS)
+    if args.stage == "1":
+        return
+    lam = regime_report.best(runs, [n for n in first if n.startswith("IQLearn")])
+    go(stage2_variants(regime_report.lam_of(lam)), FIRST_SEEDS)
+    if args.stage == "2":
+        return
+    beta = regime_report.best(runs, [n for n in first if "entropy" in n])
+    go({n: first[n] for n in ("MLE", beta, lam)}, MORE_SEEDS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000")
+    parser.add_argument("--base_steps", type=int, default=2000)
+    parser.add_argument("--runs", default="runs/regime_study")
+    parser.add_argument("--out", default="docs/results/regime.md")
+    parser.add_argument("--stage", default="all", choices=["1", "2", "all"])
+    parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: evaluate one workdir
+    parser.add_argument("--family", default="other", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.evaluate:
+        evaluate_run(args.evaluate, args.family, args.seed)
+        return
+    base = base_model(args)
+    results: dict = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        run_size(size, base, args, results)
+    regime_report.write(results, args)
+
+
+if __name__ == "__main__":
+    main()
