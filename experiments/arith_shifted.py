@@ -1,6 +1,6 @@
 """Fine-tuning on the shifted arithmetic word problems (harder, newly phrased; few train examples).
 
-The `arith` task's `shifted_*` configs draw from `jirl.data.arith.SHIFTED`: 3-4 operations rather
+The `arith` task's `shifted_*` configs draw from `jirl.data.arith.SHIFTED`: 2-3 operations rather
 than 1-3, with story sentences, story kinds and rationale line phrasings that the broad `default`
 config never uses. Pretrain on `default` (experiments/arith.py), then fine-tune here from that run
 to watch a model overfit a small set:

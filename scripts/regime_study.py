@@ -9,7 +9,7 @@ Usage:
    (`model.init_from` takes a jirl workdir).
 2. Fine-tunes on `experiments/arith_shifted.py` (harder problems in new phrasings) with N training
    examples, N in --sizes, for `STEPS[N]` steps each (long enough that MLE's validation NLL turns
-   up), learning rate 1e-3, the same budget (steps, batch, tokens) for every variant; validation
+   up), learning rate 2e-3, the same budget (steps, batch, tokens) for every variant; validation
    NLL and answer accuracy (100 prompts, greedy) every `EVERY` steps: the learning curves.
 3. Variants, in the order they run (a stage's choices need the stage before it):
    - stage 1, seeds 0-2: MLE; MLE + entropy bonus at ENTROPY_BONUSES; offline IQLearn at LAMBDAS
@@ -32,6 +32,7 @@ report is rewritten after every run. `--stage 1` stops after stage 1, and so on.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -44,15 +45,15 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import regime_report  # noqa: E402
 
-STEPS = {1000: 600, 5000: 1200}  # per training-set size: MLE's validation NLL turns up before the end
-EVERY = 50  # learning-curve points
+STEPS = {1000: 1000, 5000: 2000}  # per training-set size: MLE's validation NLL turns up before the end
+EVERY = 100  # learning-curve points
 ENTROPY_BONUSES = (0.01, 0.03, 0.1)
 LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
 TEMPERATURES = (0.5, 1.0)
 MLE_TEMPERATURES = (0.3, 0.5, 0.7, 1.0, 1.3)
-SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 200, 4
+SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4
 FIRST_SEEDS, MORE_SEEDS = (0, 1, 2), (3, 4)
-FINE_TUNE = ["--config.train.learning_rate=1e-3", "--config.train.warmup_steps=20"]
+FINE_TUNE = ["--config.train.learning_rate=2e-3", "--config.train.warmup_steps=20"]
 
 
 def _run(command: list[str]) -> None:
@@ -80,11 +81,15 @@ def base_model(args) -> str:
 def stage1_variants() -> dict[str, tuple[str, list[str]]]:
     """name -> (objective, overrides)."""
     variants = {"MLE": ("mle", [])}
-    for beta in ENTROPY_BONUSES:
-        variants[f"MLE + entropy {beta:g}"] = ("mle", [f"--config.loss.entropy_bonus={beta}"])
-    for lam in LAMBDAS:
-        overrides = [f"--config.loss.lam={lam}", "--config.loss.gamma=0.99"]
-        variants[f"IQLearn lam={lam:g}"] = ("iqlearn", overrides)
+    entropy = {f"MLE + entropy {b:g}": ("mle", [f"--config.loss.entropy_bonus={b}"]) for b in ENTROPY_BONUSES}
+    iqlearn = {
+        f"IQLearn lam={lam:g}": ("iqlearn", [f"--config.loss.lam={lam}", "--config.loss.gamma=0.99"])
+        for lam in LAMBDAS
+    }
+    # Interleaved, middle strengths first, so that a partial stage covers both sweeps.
+    middle_first = lambda sweep: sorted(sweep, key=lambda n: abs(list(sweep).index(n) - len(sweep) // 2))  # noqa: E731
+    for pair in itertools.zip_longest(middle_first(iqlearn), middle_first(entropy)):
+        variants.update({name: {**entropy, **iqlearn}[name] for name in pair if name})
     return variants
 
 

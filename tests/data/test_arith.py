@@ -174,8 +174,9 @@ def test_shifted_is_harder_and_fits_256_byte_tokens():
     assert 1 + shifted.max_question_chars + 1 + shifted.max_rationale_chars + 1 <= 256
     problems = _problems_of(arith.SHIFTED, 4, 300)
     ops = [_ops(p) for p in problems]
-    assert set(ops) == {3, 4} and ops.count(4) >= 0.3 * len(ops)
-    assert np.mean(ops) > np.mean([_ops(p) for p in _problems(4, 300)]) + 1
+    default_ops = [_ops(p) for p in _problems(4, 300)]
+    assert set(ops) == {2, 3} and ops.count(3) >= 0.3 * len(ops)
+    assert 1 in default_ops and np.mean(ops) > np.mean(default_ops) + 0.3
     rng = np.random.default_rng(0)
     for problem in problems:
         assert 0 <= problem.answer <= arith.MAX_VALUE

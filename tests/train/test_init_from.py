@@ -92,7 +92,7 @@ def test_t5_trains_evaluates_and_exports_through_the_cli(tiny_data_dir, tmp_path
                      "--config.task.seq_len=128", "--config.train.batch_size=2", "--config.train.log_every=1",
                      "--config.eval.every=0", "--config.eval.num_examples=2",
                      "--config.eval.max_new_tokens=4", f"--config.model.init_from={tmp_path / 'hf'}",
-                     "--config.train.steps=2", "--config.train.learning_rate=0.0"])  # fmt: skip
+                     "--config.train.steps=1", "--config.train.learning_rate=0.0"])  # fmt: skip
     assert code == 0
     with open(workdir / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
@@ -125,16 +125,16 @@ def test_a_jirl_workdir_is_a_starting_point(tiny_data_dir, tmp_path, capsys):
               "--config.eval.num_examples=2", "--config.eval.max_new_tokens=4"]  # fmt: skip
     base = tmp_path / "base"
     code = cli.main(["train", f"--config={ARITH}:mle", f"--workdir={base}", *common,
-                     "--config.model.preset=tiny", "--config.train.steps=3"])  # fmt: skip
+                     "--config.model.preset=tiny", "--config.train.steps=1"])  # fmt: skip
     assert code == 0
     tuned = tmp_path / "tuned"
     code = cli.main(["train", f"--config={ARITH}:iqlearn", f"--workdir={tuned}", *common,
                      "--config.model.preset=small", f"--config.model.init_from={base}",
-                     "--config.train.steps=2", "--config.train.learning_rate=0.0"])  # fmt: skip
+                     "--config.train.steps=1", "--config.train.learning_rate=0.0"])  # fmt: skip
     assert code == 0
-    assert f"starting from the step-3 weights of the run in {base}" in capsys.readouterr().out
+    assert f"starting from the step-1 weights of the run in {base}" in capsys.readouterr().out
     before, after = load_trained(str(base)), load_trained(str(tuned))
     assert after.run.model == before.run.model  # the base's shape, not the `small` preset
-    assert after.step == 2
+    assert after.step == 1
     for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

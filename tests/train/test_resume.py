@@ -16,7 +16,7 @@ from jirl.train import create_train_state
 from jirl.train.checkpoint import Checkpointer, abstract
 from jirl.train.metrics_writer import read_metrics
 
-STEPS = 300
+STEPS = 150
 
 
 def _command(workdir, data_dir):

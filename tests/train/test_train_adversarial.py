@@ -116,7 +116,7 @@ def _command(workdir, data_dir, steps):
         sys.executable, "-m", "jirl.cli", "train", f"--config={ARITH}:gail", f"--workdir={workdir}",
         "--progress=false", "--config.model.preset=tiny", "--config.task.config=tiny",
         f"--config.task.data_dir={data_dir}", "--config.task.seq_len=128", f"--config.train.steps={steps}",
-        "--config.train.batch_size=4", "--config.train.log_every=1", "--config.train.checkpoint_every=10",
+        "--config.train.batch_size=4", "--config.train.log_every=1", "--config.train.checkpoint_every=5",
         "--config.eval.every=0", "--config.eval.num_examples=2", "--config.eval.max_new_tokens=4",
         "--config.online.max_new_tokens=12", "--config.loss.samples_per_prompt=2",
     ]  # fmt: skip
@@ -140,19 +140,19 @@ def _final_state(workdir, data_dir):
 
 def test_a_sigkill_then_restart_continues_bitwise(tiny_data_dir, tmp_path):
     """Both networks, both optimizers, pi_ref and the sampling keys: the killed run ends equal."""
-    steps = 30
+    steps = 14
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_command(straight, tiny_data_dir, steps), check=True, cwd=ROOT, capture_output=True,
                    timeout=600)  # fmt: skip
     process = subprocess.Popen(_command(killed, tiny_data_dir, steps), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
-    while not os.path.isdir(killed / "checkpoints" / "10") and time.time() < deadline:
+    while not os.path.isdir(killed / "checkpoints" / "5") and time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert 10 <= len(read_metrics(str(killed))) < steps
+    assert 5 <= len(read_metrics(str(killed))) < steps
     restart = subprocess.run(_command(killed, tiny_data_dir, steps), cwd=ROOT, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
     assert restart.returncode == 0, restart.stderr
