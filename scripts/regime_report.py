@@ -11,6 +11,7 @@ import numpy as np
 from jirl.evaluation import paired
 
 CURVE_KEYS = ("eval_nll", "eval_answer_accuracy")
+SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4  # K per prompt, on the first prompts; N for the reward
 
 
 def load_run(workdir: str, name: str, seed: int) -> dict:
@@ -72,6 +73,12 @@ def _row_at(run: dict, temperature: float) -> dict | None:
     return next((r for r in run["by_temperature"] if abs(r["temperature"] - temperature) < 1e-9), None)
 
 
+def _seconds(runs: list[dict]) -> str:
+    """Mean training wall time of the runs that recorded it (a run paused mid-way records none)."""
+    seconds = [r["train_seconds"] for r in runs if r.get("train_seconds")]
+    return f"{np.mean(seconds):.0f}" if seconds else "n/a"
+
+
 def headline_table(runs: dict[str, list[dict]]) -> list[str]:
     lines = [
         "| variant | seeds | val acc. | test acc. | test − MLE [95% CI] | val − MLE [95% CI] | val NLL end "
@@ -92,7 +99,7 @@ def headline_table(runs: dict[str, list[dict]]) -> list[str]:
             _difference(mle, rs, "validation") if mle else "n/a",
             _mean_se([_curve_end(r, "eval_nll") for r in rs]),
             f"{np.mean([m[1] for m in mins]):.3f} ({int(np.median([m[0] for m in mins]))})",
-            f"{np.mean([r.get('train_seconds', np.nan) for r in rs]):.0f}",
+            _seconds(rs),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -274,7 +281,7 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
             runs, os.path.join(out_dir, f"regime_{tag}_curves.png"), f"N = {size}: learning curves"
         )
         lines += ["", f"![learning curves]({os.path.basename(curves)})", ""]
-        lines += ["### Samples: K = 8 per prompt, first 200 validation prompts", ""]
+        lines += [f"### Samples: K = {SAMPLES} per prompt, first {SAMPLE_PROMPTS} validation prompts", ""]
         lines += sampling_table(runs, (0.5, 1.0))
         if runs.get("MLE"):
             lines += ["", "MLE across temperatures:", ""]
@@ -285,7 +292,8 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
             f"N = {size}: quality against diversity",
         )
         lines += ["", f"![quality against diversity]({os.path.basename(qd)})", ""]
-        lines += ["### The extracted reward (IQLearn; 4 samples per prompt at T = 1, 200 prompts)", ""]
+        where = f"{RERANK} samples per prompt at T = 1, {SAMPLE_PROMPTS} prompts"
+        lines += [f"### The extracted reward (IQLearn; {where})", ""]
         lines += reward_table(runs)
         rc = plot_reward_correlation(
             runs,

@@ -20,13 +20,15 @@ Usage:
      and KL penalty) from the same base;
    - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn.
 4. Evaluation of each final model: greedy answer accuracy on every validation and test prompt
-   (per prompt, for the paired bootstrap against MLE); K=8 samples at each of TEMPERATURES (more
-   for MLE: its temperature sweep) on the first SAMPLE_PROMPTS validation prompts: accuracy,
-   majority vote, pass@k, Self-BLEU, distinct-2, mean token entropy; for IQLearn, Spearman of the
-   extracted sequence reward with correctness (4 samples per prompt at T=1).
+   (per prompt, for the paired bootstrap against MLE); K samples at each of TEMPERATURES (more
+   for MLE: its temperature sweep) on the first validation prompts: accuracy, majority vote,
+   pass@k, Self-BLEU, distinct-2, mean token entropy; for IQLearn, Spearman of the extracted
+   sequence reward with correctness (N samples per prompt at T=1). The sizes (K = 8, N = 4, 100
+   prompts) are regime_report.py's SAMPLES, RERANK and SAMPLE_PROMPTS.
 
 Finished runs and evaluations are reused, so the script can be stopped and started again; the
-report is rewritten after every run. `--stage 1` stops after stage 1, and so on.
+report is rewritten after every run. `--stage 1` stops after stage 1, and so on; `--report_only`
+writes the report of the runs finished so far and trains nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ ENTROPY_BONUSES = (0.01, 0.03, 0.1)
 LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
 TEMPERATURES = (0.5, 1.0)
 MLE_TEMPERATURES = (0.3, 0.5, 0.7, 1.0, 1.3)
-SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4
+
 FIRST_SEEDS, MORE_SEEDS = (0, 1, 2), (3, 4)
 FINE_TUNE = ["--config.train.learning_rate=2e-3", "--config.train.warmup_steps=20"]
 
@@ -110,10 +112,14 @@ def stage2_variants(lam: float) -> dict[str, tuple[str, list[str]]]:
     }  # fmt: skip
 
 
+def run_dir(args, size: int, name: str, seed: int) -> str:
+    return os.path.join(args.runs, f"n{size}", f"{slug(name)}_s{seed}")
+
+
 def fine_tune(size: int, name: str, variant: tuple[str, list[str]], seed: int, base: str, args) -> dict:
     """Trains (unless finished) and evaluates (unless evaluated) one variant at one seed."""
     objective, overrides = variant
-    workdir = os.path.join(args.runs, f"n{size}", f"{slug(name)}_s{seed}")
+    workdir = run_dir(args, size, name, seed)
     if not os.path.exists(os.path.join(workdir, "summary.json")):
         start = time.time()
         _run([sys.executable, "-m", "jirl.cli", "train", f"--config=experiments/arith_shifted.py:{objective}",
@@ -144,12 +150,13 @@ def evaluate_run(workdir: str, family: str, seed: int) -> None:
         report = evaluate(workdir, split=split, temperatures=(), greedy=True, num_prompts=-1, seed=seed)
         out[f"greedy_{split}"] = report["greedy"]
     temperatures = MLE_TEMPERATURES if family == "mle" else TEMPERATURES
-    report = evaluate(workdir, split="validation", samples=SAMPLES, temperatures=temperatures,
-                      num_prompts=SAMPLE_PROMPTS, seed=seed)  # fmt: skip
+    prompts = regime_report.SAMPLE_PROMPTS
+    report = evaluate(workdir, split="validation", samples=regime_report.SAMPLES, temperatures=temperatures,
+                      num_prompts=prompts, seed=seed)  # fmt: skip
     out["by_temperature"] = report["by_temperature"]
     if family == "iqlearn":
         report = evaluate(workdir, split="validation", samples=1, temperatures=(1.0,),
-                          num_prompts=SAMPLE_PROMPTS, rerank=RERANK, seed=seed)  # fmt: skip
+                          num_prompts=prompts, rerank=regime_report.RERANK, seed=seed)  # fmt: skip
         out["rerank"] = report["rerank"]
     with open(os.path.join(workdir, "study_eval.json"), "w") as f:
         json.dump(out, f)
@@ -164,12 +171,17 @@ def run_size(size: int, base: str, args, results: dict) -> None:
             for name, variant in variants.items():
                 runs.setdefault(name, [])
                 if all(r["seed"] != seed for r in runs[name]):
+                    finished = os.path.join(run_dir(args, size, name, seed), "study_eval.json")
+                    if args.report_only and not os.path.exists(finished):
+                        continue
                     runs[name].append(fine_tune(size, name, variant, seed, base, args))
                     regime_report.write(results, args)
 
     first = stage1_variants()
     go(first, FIRST_SEEDS)
     if args.stage == "1":
+        return
+    if not all(len(runs.get(n, ())) == len(FIRST_SEEDS) for n in first):  # a report before stage 1 ends
         return
     lam = regime_report.best(runs, [n for n in first if n.startswith("IQLearn")])
     go(stage2_variants(regime_report.lam_of(lam)), FIRST_SEEDS)
@@ -186,6 +198,7 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/regime_study")
     parser.add_argument("--out", default="docs/results/regime.md")
     parser.add_argument("--stage", default="all", choices=["1", "2", "all"])
+    parser.add_argument("--report_only", action="store_true", help="write the report of finished runs")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: evaluate one workdir
     parser.add_argument("--family", default="other", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
