@@ -204,6 +204,7 @@ def plot_quality_diversity(runs: dict[str, list[dict]], path: str, title: str) -
     )
     for pattern, knob, label, marker, color in sweeps:
         names = [n for n in runs if re.fullmatch(pattern, n) and runs[n]]
+        names.sort(key=lambda n: float(n.split()[-1].split("=")[-1]))  # along the strength
         for t, alpha in ((1.0, 1.0), (0.5, 0.5)):
             pts = [point(runs[n], t) for n in names]
             if not pts:
