@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +122,7 @@ def fine_tune(size: int, name: str, variant: tuple[str, list[str]], seed: int, b
     objective, overrides = variant
     workdir = run_dir(args, size, name, seed)
     if not os.path.exists(os.path.join(workdir, "summary.json")):
+        shutil.rmtree(workdir, ignore_errors=True)  # a run stopped part-way starts again, curves clean
         start = time.time()
         _run([sys.executable, "-m", "jirl.cli", "train", f"--config=experiments/arith_shifted.py:{objective}",
               f"--workdir={workdir}", "--progress=false", f"--config.task.config=shifted_{size}",
