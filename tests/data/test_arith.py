@@ -39,13 +39,7 @@ def test_sampled_rationales_are_correct_and_small():
             lines = text.split("\n")
             assert lines[-1] == f"#### {problem.answer}"
             assert arith.NUM_OPS[0] <= len(lines) - 1 <= arith.NUM_OPS[1]
-            # Every operand is in the question or is an earlier line's result.
-            known = set(question_numbers)
-            for line in lines[:-1]:
-                x, op, y, z = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
-                assert {x, y} <= known, (problem.question, text)
-                assert 0 <= int(z) <= arith.MAX_VALUE
-                known.add(z)
+            _assert_operands_known(problem, lines, question_numbers)
 
 
 def test_distinct_rationales_occur():
@@ -191,12 +185,7 @@ def test_shifted_is_harder_and_fits_256_byte_tokens():
             assert example["truncated"][0] == 0 and len(example["inputs"]) + 1 <= 256  # [BOS] ... [EOS]
             lines = text.split("\n")
             assert lines[-1] == f"#### {problem.answer}" and len(lines) - 1 == _ops(problem)
-            known = set(question_numbers)
-            for line in lines[:-1]:
-                x, op, y, z = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
-                assert {x, y} <= known, (problem.question, text)
-                assert 0 <= int(z) <= arith.MAX_VALUE
-                known.add(z)
+            _assert_operands_known(problem, lines, question_numbers)
 
 
 def _sentences(question):
@@ -254,3 +243,13 @@ def test_shifted_count_and_longest_match_enumeration():
         for p in small
         if p.num_rationales() < 3000
     )
+
+
+def _assert_operands_known(problem, lines, question_numbers):
+    """Every operand is in the question or an earlier line's result; every result in [0, MAX_VALUE]."""
+    known = set(question_numbers)
+    for line in lines[:-1]:
+        x, op, y, z = re.search(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
+        assert {x, y} <= known, (problem.question, "\n".join(lines))
+        assert 0 <= int(z) <= arith.MAX_VALUE
+        known.add(z)
