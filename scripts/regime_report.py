@@ -25,7 +25,8 @@ def load_run(workdir: str, name: str, seed: int) -> dict:
     seconds = os.path.join(workdir, "train_seconds.json")
     if os.path.exists(seconds):
         with open(seconds) as f:
-            run["train_seconds"] = json.load(f)["train_seconds"]
+            timing = json.load(f)
+        run["train_seconds"], run["train_cores"] = timing["train_seconds"], timing.get("cores", 2)
     run.update(name=name, seed=seed, workdir=workdir)
     return run
 
@@ -74,9 +75,14 @@ def _row_at(run: dict, temperature: float) -> dict | None:
 
 
 def _seconds(runs: list[dict]) -> str:
-    """Mean training wall time of the runs that recorded it (a run paused mid-way records none)."""
-    seconds = [r["train_seconds"] for r in runs if r.get("train_seconds")]
-    return f"{np.mean(seconds):.0f}" if seconds else "n/a"
+    """Mean training wall time per core count, of the runs that recorded it (a run paused mid-way
+    records none; a run pinned to 1 core of 2 shared the machine with another run)."""
+    by_cores: dict[int, list[float]] = {}
+    for r in runs:
+        if r.get("train_seconds"):
+            by_cores.setdefault(r["train_cores"], []).append(r["train_seconds"])
+    parts = [f"{np.mean(s):.0f} ({c} core{'s' * (c > 1)})" for c, s in sorted(by_cores.items(), reverse=True)]
+    return "; ".join(parts) or "n/a"
 
 
 def headline_table(runs: dict[str, list[dict]]) -> list[str]:
