@@ -320,6 +320,8 @@ def build(
     online = online_sampling(config, objective)
     if objective.adversarial and online is not None:
         losses.adversarial.check_sampling_temperature(online.temperature)
+    if online is not None:
+        _check_sampling_budget(online, int(config.task.seq_len), model)
     tx, schedule = make_optimizer(config.train)
     _check_train_block(config)
     if devices is None and training:
@@ -374,6 +376,20 @@ def _check_train_block(config: Any) -> None:
         )
 
 
+def _check_sampling_budget(online: OnlineSampling, seq_len: int, model: Any) -> None:
+    """A policy example (a prompt of at least one token, and a response of up to max_new_tokens) must
+    fit a row of task.seq_len tokens and the model's positions (an encoder-decoder's response has the
+    decoder to itself)."""
+    prompt = 0 if model.is_encoder_decoder else 1
+    limit = min(seq_len, model.max_len) - prompt
+    if online.max_new_tokens > limit:
+        raise ConfigError(
+            f"online.max_new_tokens={online.max_new_tokens} cannot fit: a policy example is a prompt of at "
+            f"least one token and its response, packed into rows of task.seq_len={seq_len} tokens (model "
+            f"max_len {model.max_len}); give online.max_new_tokens <= {limit}."
+        )
+
+
 def _check_processes(config: Any, online: OnlineSampling | None, microbatches: int) -> None:
     """What this process count and the online sampler allow."""
     count = jax.process_count()
@@ -388,7 +404,7 @@ def _check_processes(config: Any, online: OnlineSampling | None, microbatches: i
         what, instead = "GAIL (loss.name='gail')", "another objective"
     else:
         what, instead = "online IQLearn (loss.alpha > 0)", "loss.alpha=0"
-    if count > 1:
+    if count > 1 and config.loss.name == "gail":  # online IQLearn samples on every process
         raise ConfigError(f"{what} runs on one process for now; use {instead}.")
     if microbatches > 1:
         raise ConfigError(

@@ -94,6 +94,7 @@ def sample_token(
         "eos_id",
         "pad_id",
         "return_logits",
+        "per_row_keys",
     ),
 )
 def decode(
@@ -110,8 +111,14 @@ def decode(
     top_k: int = 0,
     top_p: float = 1.0,
     return_logits: bool = False,
+    per_row_keys: bool = False,
 ) -> dict[str, jax.Array]:
     """Continues left-padded prompts [B, P] (real lengths [B]) by up to `max_new_tokens` tokens.
+
+    rng: one key for the block, split at every step; with per_row_keys, one key per row ([B] keys),
+    and row b draws its i-th token with fold_in(rng[b], i): a row's tokens then depend on its prompt
+    and key only, not on its place in the block or on the other rows (what lets several processes
+    sample their own rows of one global batch as one process would).
 
     Returns "tokens" [B, N] int32 (pad_id after a row's EOS) and float32 [B, N] "sampling_logprobs",
     "logprobs", "entropies" (see `Generation`; 0 after EOS); with return_logits, "logits" [B, N, V]
@@ -143,11 +150,20 @@ def decode(
         i, _, _, out, done_B, _ = carry
         return (i < n) & ~jnp.all(done_B)
 
+    def draw(logits_BV, key, i):
+        """(token_B, log q_B, the key carried to the next step)."""
+        options = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        if not per_row_keys:
+            key, sub = jax.random.split(key)
+            return (*sample_token(logits_BV, sub, **options), key)
+        row = lambda z_V, k: sample_token(z_V[None], jax.random.fold_in(k, i), **options)  # noqa: E731
+        token_B1, logq_B1 = jax.vmap(row)(logits_BV, key)
+        return token_B1[:, 0], logq_B1[:, 0], key
+
     def step(carry):
         i, logits_BV, cache, out, done_B, key = carry
-        key, sub = jax.random.split(key)
         logits_BV = logits_BV.astype(jnp.float32)
-        token_B, logq_B = sample_token(logits_BV, sub, temperature=temperature, top_k=top_k, top_p=top_p)
+        token_B, logq_B, key = draw(logits_BV, key, i)
         token_B = jnp.where(done_B, pad_id, token_B)
         logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
         logp_B = jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]

@@ -76,6 +76,12 @@ def test_mle_with_an_entropy_bonus_asks_the_head_for_the_expected_logit(tmp_path
             dict(every=2),
             "online has no key(s) ['every']; accepted: ['sample_every', 'temperature', 'max_new_tokens'].",
         ),
+        (
+            dict(max_new_tokens=128),  # task.seq_len=128: no room left for the prompt
+            "online.max_new_tokens=128 cannot fit: a policy example is a prompt of at least one token "
+            "and its response, packed into rows of task.seq_len=128 tokens (model max_len 256); give "
+            "online.max_new_tokens <= 127.",
+        ),
     ],
 )
 def test_the_online_block_is_checked(values, message, tmp_path):

@@ -247,3 +247,24 @@ def test_params_sharded_over_eight_devices_decode_like_one_device():
     assert result["devices"] == 8 and result["split"]
     assert result["tokens"] == result["ref_tokens"]
     assert result["logprob_err"] < 1e-5
+
+
+def test_per_row_keys_make_each_row_independent_of_its_place_and_neighbours(tiny):
+    """With one key per row, a row's tokens depend on its prompt and key only: the rows of a block
+    reordered, or decoded among other rows, come out the same (what multi-process sampling needs)."""
+    graphdef, params = tiny
+    block, lengths = sampling.left_pad(RAGGED, 16, pad_id=0)
+    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(5), i))(jnp.arange(4)))
+    options = dict(max_new_tokens=12, eos_id=2, pad_id=0, temperature=1.0, per_row_keys=True)
+
+    def tokens(rows):
+        out = sampling.decode(graphdef, params, block[rows], lengths[rows], keys[rows], **options)
+        return np.asarray(out["tokens"])
+
+    whole = tokens([0, 1, 2, 3])
+    np.testing.assert_array_equal(tokens([3, 1, 0, 2]), whole[[3, 1, 0, 2]])
+    np.testing.assert_array_equal(tokens([1, 2]), whole[[1, 2]])
+    assert len({tuple(row) for row in whole}) == 4  # sampled, not one draw repeated
+    one_key = sampling.decode(graphdef, params, block, lengths, jax.random.PRNGKey(5), **{
+        **options, "per_row_keys": False})["tokens"]  # fmt: skip
+    assert not np.array_equal(np.asarray(one_key), whole)  # a different stream than the block key's

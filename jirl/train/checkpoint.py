@@ -1,7 +1,9 @@
 """Orbax checkpoints of one run: train state, data-iterator state and config, saved together.
 
 A checkpoint at step s holds everything needed to continue as if the run never stopped: the
-state after s steps and the position of the data iterator after s batches.
+state after s steps, the position of the data iterator after s batches, and for an online objective
+the policy batch in use (sampled at or before step s, and reused until the next sampling when
+`online.sample_every` > 1).
 
 A checkpoint is written in a temporary directory and renamed into place when complete, so a write
 that fails (no space, no permission) or a process killed mid-write leaves only that temporary
@@ -174,13 +176,19 @@ class Checkpointer:
         self._closed_loop.opened()
         self._failed = False
 
-    def save(self, step: int, state: Any, data_state: dict[str, Any], config_json: str) -> None:
-        """Starts writing the checkpoint of `step` (asynchronously); a failed earlier write raises here."""
-        args = ocp.args.Composite(
+    def save(
+        self, step: int, state: Any, data_state: dict[str, Any], config_json: str, policy: Any = None
+    ) -> None:
+        """Starts writing the checkpoint of `step` (asynchronously); a failed earlier write raises here.
+        `policy`: the policy batch in use (global arrays), for an online objective."""
+        items = dict(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave({"processes": _all_processes(data_state)}),
             config=ocp.args.JsonSave(json.loads(config_json)),
         )
+        if policy is not None:
+            items["policy"] = ocp.args.StandardSave(policy)
+        args = ocp.args.Composite(**items)
         try:
             self.manager.check_for_errors()
             self.manager.save(step, args=args, force=True)
@@ -267,6 +275,16 @@ class Checkpointer:
                 "new --workdir. They were left untouched."
             )
         return None
+
+    def restore_policy(self, step: int, abstract_policy: Any) -> Any | None:
+        """The policy batch saved with the checkpoint of `step`, placed as `abstract_policy` says; None
+        when that checkpoint holds none (an offline run's, or one written before policy batches were)."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), "policy")):
+            return None
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(policy=ocp.args.StandardRestore(abstract_policy))
+        )
+        return restored.policy
 
     def close(self) -> None:
         """Waits for the writes under way; a failed one raises `WriteFailed` (after a first, nothing)."""

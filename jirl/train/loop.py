@@ -162,6 +162,8 @@ def _start(run: Run, workdir: str) -> _Session:
         first_logged = 0 if start_step == 0 else start_step + 1
         writer = MetricsWriter(workdir, start_step=first_logged) if is_main else NullWriter()
         evaluator, sampler = Evaluator(run, graphdef, batch_args), _policy_sampler(run, graphdef)
+        if sampler is not None and start_step:
+            _resume_sampler(run, sampler, checkpointer, start_step)
     except BaseException:
         checkpointer.close()
         raise
@@ -220,8 +222,25 @@ def _policy_sampler(run: Run, graphdef: Any) -> online.PolicySampler | None:
         max_new_tokens=run.online.max_new_tokens,
         temperature=float(run.online.temperature),
         seed=int(run.config.train.seed),
+        mesh=run.mesh,
+        rules=run.rules,
         **adversarial_options,
     )
+
+
+def _resume_sampler(run: Run, sampler: online.PolicySampler, checkpointer: Checkpointer, step: int) -> None:
+    """The policy batch in use at the checkpoint, so that a resumed run reuses it until the next sampling
+    as the run it continues would have (online.sample_every > 1)."""
+    shape = (int(run.config.train.batch_size), int(run.config.task.seq_len))
+    rows = sharding.batch_sharding(run.mesh, run.rules)
+    dtype = lambda k: "float32" if k in ("loss_mask", "sample_logp") else "int32"  # noqa: E731
+    keys = sampler.keys(run.model.is_encoder_decoder)
+    target = {k: jax.ShapeDtypeStruct(shape, dtype(k), sharding=rows) for k in keys}
+    policy = checkpointer.restore_policy(step, target)
+    if policy is None:
+        print("jirl: warning: the checkpoint holds no policy batch; the first step after it samples anew")
+    else:
+        sampler.resume(policy)
 
 
 def _evaluate_at_start(session: _Session) -> None:
@@ -261,7 +280,7 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
             session.state, metrics = session.train_step(
                 session.state,
                 sharding.shard_batch(expert, run.mesh, run.rules),
-                None if policy is None else sharding.shard_batch(policy, run.mesh, run.rules),
+                policy,  # global arrays, sharded like the expert batch
             )
             session.watch.dispatched(step, metrics)
             if session.watch.limit_reached:  # logged whatever log_every: the step after the limit
@@ -308,7 +327,8 @@ def _checkpoint(session: _Session, step: int, last: bool) -> bool:
         return False
     if session.watch.streak == 0 or last:
         state, position = session.state, session.batches.get_state()
-        session.checkpointer.save(step, state, position, session.run.config.to_json())
+        policy = None if session.sampler is None else session.sampler.last
+        session.checkpointer.save(step, state, position, session.run.config.to_json(), policy)
     return True
 
 

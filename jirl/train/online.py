@@ -13,15 +13,18 @@ encoder segments (prompt + EOS), and the policy batch pairs them with the sample
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from jirl import sampling
+from jirl import sampling, sharding
 from jirl.errors import ConfigError
 
 KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
@@ -143,10 +146,19 @@ def pack_seq2seq(
 
 
 class PolicySampler:
-    """Samples policy responses with the current params and packs them (see the module docstring)."""
+    """Samples policy responses with the current params and packs them (see the module docstring).
+
+    With `mesh`, every process samples the prompts of its own rows of the expert batch in one global
+    decode (parameters as they are sharded, prompts split over the data axes like the batch), and the
+    policy batch comes back as global arrays sharded like the expert batch. Row keys are
+    fold_in(fold_in(key(seed), step), i) for the i-th prompt of the global batch (prompts numbered in
+    process order), so that N processes draw what one process draws on the same global batch.
+    Without `mesh` (one device), the batch comes back as host arrays.
+    """
 
     def __init__(self, graphdef: nnx.GraphDef, tokenizer: Any, *, every: int, max_new_tokens: int,
-                 temperature: float, seed: int, samples_per_prompt: int = 0,
+                 temperature: float, seed: int, mesh: jax.sharding.Mesh | None = None, rules: Any = None,
+                 samples_per_prompt: int = 0,
                  sample_logp: Callable[[Any, dict], Any] | None = None):  # fmt: skip
         """samples_per_prompt = K > 0: K responses to each of the first n / K prompts, with group keys;
         0: one response per example. sample_logp: (params, policy batch) -> log pi of its tokens,
@@ -154,17 +166,33 @@ class PolicySampler:
         if every < 1:
             raise ConfigError(f"online.sample_every={every} must be at least 1.")
         self.graphdef, self.tokenizer = graphdef, tokenizer
-        self.every, self.max_new_tokens, self.temperature, self.seed = (
-            every,
-            max_new_tokens,
-            temperature,
-            seed,
-        )
+        self.every, self.max_new_tokens = every, max_new_tokens
+        self.temperature, self.seed = temperature, seed
+        self.mesh, self.rules = mesh, rules
         self.samples_per_prompt, self.sample_logp = samples_per_prompt, sample_logp
-        self._last: dict[str, np.ndarray] | None = None
+        self._last: dict[str, Any] | None = None
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The policy batch of the latest sampling (reused until the next one), for the checkpoint."""
+        return self._last
+
+    def resume(self, batch: dict[str, Any]) -> None:
+        """Continues from a checkpoint: `batch` (its saved policy batch) serves until the next sampling."""
+        self._last = batch
+
+    def keys(self, encoder_decoder: bool) -> tuple[str, ...]:
+        """The keys of the policy batches this sampler makes."""
+        keys = KEYS + (ENCODER_KEYS if encoder_decoder else ())
+        if self.samples_per_prompt:
+            keys += GROUP_KEYS
+        return keys + (("sample_logp",) if self.sample_logp is not None else ())
 
     def __call__(self, params: Any, batch: dict[str, np.ndarray], step: int) -> tuple[dict, dict[str, float]]:
-        """(policy batch, stats) for train step `step` (1-based); samples when due or when none is cached."""
+        """(policy batch, stats) for train step `step` (1-based); samples when due or when none is cached.
+
+        `batch` is this process's rows of the expert batch (host arrays); on several processes every
+        process calls this at the same step."""
         if self._last is not None and (step - 1) % self.every:
             return self._last, {}
         start = time.perf_counter()
@@ -174,28 +202,24 @@ class PolicySampler:
             chosen = prompts[: max(1, len(prompts) // k)]
             groups = [g for g in range(len(chosen)) for _ in range(k)]
             prompts = [chosen[g] for g in groups]
-        # A multiple of 16 prompts (the last repeated): a few batch shapes, so a few compilations.
-        padded = prompts + [prompts[-1]] * (-len(prompts) % 16)
-        responses = sampling.generate(
-            self.graphdef,
-            params,
-            padded,
-            max_new_tokens=self.max_new_tokens,
-            eos_id=self.tokenizer.eos_id,
-            pad_id=self.tokenizer.pad_id,
-            temperature=self.temperature,
-            seed=int(jax.random.randint(jax.random.fold_in(jax.random.key(self.seed), step), (), 0, 2**30)),
-            batch_size=len(padded),
-        )[: len(prompts)]
-        b, t = batch["inputs"].shape
         config = nnx.merge(self.graphdef, params).config
+        responses = self._sample(params, prompts, step, config)
+        b, t = batch["inputs"].shape
         examples = list(zip(prompts, responses))
         if config.is_encoder_decoder:
-            self._last, dropped = pack_seq2seq(examples, b, t, config.decoder_start_id, groups)
+            policy, dropped = pack_seq2seq(examples, b, t, config.decoder_start_id, groups)
         else:
-            self._last, dropped = pack(examples, b, t, groups)
+            policy, dropped = pack(examples, b, t, groups)
+        if self.mesh is not None:
+            policy = sharding.shard_batch(policy, self.mesh, self.rules)
         if self.sample_logp is not None:
-            self._last["sample_logp"] = np.asarray(self.sample_logp(params, self._last), np.float32)
+            logp = self.sample_logp(params, policy)
+            policy["sample_logp"] = (
+                np.asarray(logp, np.float32)
+                if self.mesh is None
+                else jax.device_put(logp, sharding.batch_sharding(self.mesh, self.rules))
+            )
+        self._last = policy
         seconds = time.perf_counter() - start
         tokens = float(sum(len(r) for r in responses))
         return self._last, dict(
@@ -204,3 +228,46 @@ class PolicySampler:
             sample_tokens_per_sec=tokens / max(seconds, 1e-9),
             policy_examples_dropped=float(dropped),
         )
+
+    def _sample(self, params: Any, prompts: list[list[int]], step: int, config: Any) -> list[list[int]]:
+        """This process's responses (new tokens up to and including EOS) to its prompts, from one decode
+        of every process's prompts: the block is [rows x processes, length], rows and length agreed
+        through one small all-gather (a multiple of 16 rows: a few shapes, so a few compilations)."""
+        processes, me = jax.process_count(), jax.process_index()
+        sizes = np.array([[len(prompts), max(len(p) for p in prompts)]], np.int64)
+        if processes > 1:
+            sizes = np.asarray(multihost_utils.process_allgather(sizes[0])).reshape(processes, 2)
+        local_dp = 1 if self.mesh is None else sharding.data_parallel_size(self.mesh, self.rules) // processes
+        rows = _round_up(int(sizes[:, 0].max()), math.lcm(16, max(local_dp, 1)))
+        longest = int(sizes[:, 1].max())
+        room = config.max_len if config.is_encoder_decoder else config.max_len - self.max_new_tokens
+        if longest > room:
+            raise ConfigError(
+                f"a prompt of {longest} tokens plus online.max_new_tokens={self.max_new_tokens} exceeds the "
+                f"model's maximum length {config.max_len}; lower online.max_new_tokens or task.seq_len."
+            )
+        padded = prompts + [prompts[-1]] * (rows - len(prompts))
+        block, lengths = sampling.left_pad(padded, min(_round_up(longest, 32), room), self.tokenizer.pad_id)
+        first = int(sizes[:me, 0].sum())  # the global number of this process's first prompt
+        base = jax.random.fold_in(jax.random.PRNGKey(self.seed), step)
+        keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(rows) + first))
+        inputs = (block, lengths, keys)
+        if self.mesh is not None:
+            rows_sharding = sharding.batch_sharding(self.mesh, self.rules)
+            inputs = tuple(jax.make_array_from_process_local_data(rows_sharding, x) for x in inputs)
+        out = sampling.decode(
+            self.graphdef, params, *inputs, max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
+            pad_id=self.tokenizer.pad_id, temperature=self.temperature, per_row_keys=True,
+        )  # fmt: skip
+        tokens = out["tokens"]
+        if processes > 1:
+            tokens = multihost_utils.global_array_to_host_local_array(tokens, self.mesh, rows_sharding.spec)
+        responses = []
+        for row in np.asarray(tokens)[: len(prompts)].tolist():
+            n = row.index(self.tokenizer.eos_id) + 1 if self.tokenizer.eos_id in row else len(row)
+            responses.append(row[:n])
+        return responses
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

@@ -1,13 +1,17 @@
 """Online IQLearn: prompts recovered from packed batches, policy batches packed right, the loop samples."""
 
 import json
+import shutil
 
+import jax
 import numpy as np
 import pytest
 from configs import tiny_config
 
 from jirl import data
 from jirl.train import online, train
+from jirl.train.metrics_writer import read_metrics
+from jirl.train.workdir import load_trained
 
 
 def test_prompts_of_a_packed_batch_are_bos_plus_prompt(tiny_data_dir):
@@ -112,3 +116,30 @@ def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
     config.train.microbatches = 2
     with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
         train(config, str(tmp_path), progress=False)
+
+
+def test_a_resumed_run_reuses_the_policy_batch_in_use_bit_for_bit(tiny_data_dir, tmp_path):
+    """sample_every=3 samples at steps 1, 4, 7. Resumed from the checkpoint at step 4, steps 5 and 6
+    reuse the batch sampled at step 4 (saved with the checkpoint), as the straight run does: every
+    step's metrics and the final parameters equal, bit for bit."""
+    config = tiny_config(tiny_data_dir, steps=7)
+    config.loss.alpha = 0.1
+    config.online.update(sample_every=3, max_new_tokens=12)
+    config.train.update(log_every=1, checkpoint_every=4)
+    config.eval.update(every=0, num_examples=2, max_new_tokens=4)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(config, str(straight), progress=False)
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "7")
+    train(config, str(resumed), progress=False)
+
+    timing = ("tokens_per_sec", "sample_seconds", "sample_tokens_per_sec")
+    metrics = lambda path: [  # noqa: E731
+        {k: v for k, v in r.items() if k not in timing} for r in read_metrics(str(path))
+    ]
+    assert [r["step"] for r in metrics(resumed)] == list(range(1, 8))
+    assert metrics(resumed) == metrics(straight)
+    assert "sample_tokens" not in metrics(straight)[4] and "sample_tokens" in metrics(straight)[6]
+    jax.tree.map(
+        np.testing.assert_array_equal, load_trained(str(straight)).params, load_trained(str(resumed)).params
+    )

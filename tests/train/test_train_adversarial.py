@@ -119,6 +119,7 @@ def _command(workdir, data_dir, steps):
         "--config.train.batch_size=4", "--config.train.log_every=1", "--config.train.checkpoint_every=5",
         "--config.eval.every=0", "--config.eval.num_examples=2", "--config.eval.max_new_tokens=4",
         "--config.online.max_new_tokens=12", "--config.loss.samples_per_prompt=2",
+        "--config.online.sample_every=3",  # resumed from step 5: step 6 reuses the batch of step 4
     ]  # fmt: skip
 
 
@@ -139,7 +140,8 @@ def _final_state(workdir, data_dir):
 
 
 def test_a_sigkill_then_restart_continues_bitwise(tiny_data_dir, tmp_path):
-    """Both networks, both optimizers, pi_ref and the sampling keys: the killed run ends equal."""
+    """Both networks, both optimizers, pi_ref, the sampling keys and the policy batch in use (sampled
+    at step 4, reused at steps 5 and 6): the killed run ends equal."""
     steps = 14
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_command(straight, tiny_data_dir, steps), check=True, cwd=ROOT, capture_output=True,
