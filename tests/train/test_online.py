@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from configs import tiny_config
 
-from jirl import data
+from jirl import data, experiment
 from jirl.train import online, train
 
 
@@ -106,9 +106,11 @@ def test_the_loop_trains_a_t5_on_its_own_samples(tiny_data_dir, tmp_path):
         assert np.isfinite(r["loss"])
 
 
-def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
+def test_online_iqlearn_builds_with_microbatches(tiny_data_dir):
+    """Online IQLearn accumulates over microbatches (each slice divides by the whole batch's counts);
+    GAIL still refuses them (tests/train/test_train_adversarial.py)."""
     config = tiny_config(tiny_data_dir, steps=1)
     config.loss.alpha = 0.1
     config.train.microbatches = 2
-    with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
-        train(config, str(tmp_path), progress=False)
+    run = experiment.build(config)
+    assert run.microbatches == 2 and run.objective.needs_policy and run.objective.reads_counts
