@@ -406,7 +406,7 @@ def _check_processes(config: Any, online: OnlineSampling | None, microbatches: i
         what, instead = "online IQLearn (loss.alpha > 0)", "loss.alpha=0"
     if count > 1 and config.loss.name == "gail":  # online IQLearn samples on every process
         raise ConfigError(f"{what} runs on one process for now; use {instead}.")
-    if microbatches > 1:
+    if microbatches > 1 and config.loss.name == "gail":  # online IQLearn accumulates (jirl.train.step)
         raise ConfigError(
             f"{what} does not combine with train.microbatches > 1 yet; set train.microbatches=1 or use "
             f"{instead}."

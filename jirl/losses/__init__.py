@@ -14,6 +14,11 @@ logits. The registry maps a name to a loss and the options it accepts; `get` bin
 `gail` (adversarial imitation, `objective.adversarial`) reads its policy stream as
 `PolicySamples` (log pi, the KL to the starting model, the advantages from a discriminator), which
 its own step computes (jirl.train.adversarial); the discriminator's math is jirl.losses.adversarial.
+
+Every mean an objective takes is a sum over its batch divided by a count of the batch. When
+`objective.reads_counts`, a batch may carry the counts to divide by (`batch_counts` of a larger
+batch): the objective over each slice of a batch, given the whole batch's counts, is that slice's
+share, and the slices' losses, metrics and gradients add up to the whole batch's (jirl.train.step).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from jirl.errors import ConfigError
 from jirl.losses import adversarial, gail, head, iqlearn, mle
+from jirl.losses._masking import COUNT_KEYS, batch_counts
 from jirl.losses.gail import PolicySamples, gail_loss
 from jirl.losses.head import Stream, TokenStats
 from jirl.losses.iqlearn import iqlearn_loss
@@ -44,6 +50,7 @@ class _Entry(NamedTuple):
     )
     adversarial: bool = False  # trains a discriminator beside the policy (its own step)
     needs_expected_logit: Callable[..., bool] = lambda **_: False  # the head computes sum_v p_v z_v
+    reads_counts: bool = False  # its means divide by the batch's COUNT_KEYS when it carries them
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -52,9 +59,14 @@ _REGISTRY: dict[str, _Entry] = {
         mle.check_options,
         needs_mean_logit=mle.needs_mean_logit,
         needs_expected_logit=mle.needs_expected_logit,
+        reads_counts=True,
     ),
     "iqlearn": _Entry(
-        iqlearn_loss, iqlearn.check_options, needs_policy=iqlearn.is_online, offline=iqlearn.offline
+        iqlearn_loss,
+        iqlearn.check_options,
+        needs_policy=iqlearn.is_online,
+        offline=iqlearn.offline,
+        reads_counts=True,
     ),
     "gail": _Entry(gail_loss, gail.check_options, needs_policy=gail.is_online, adversarial=True),
 }
@@ -74,6 +86,7 @@ class Objective:
     needs_policy: bool  # the step must give a policy stream
     adversarial: bool = False  # a discriminator trains beside the policy (GAIL: jirl.train.adversarial)
     needs_expected_logit: bool = False  # the head must compute sum_v p_v z_v (MLE's entropy bonus)
+    reads_counts: bool = False  # its means divide by a batch's `batch_counts` when it carries them
 
     def offline(self) -> Objective:
         """This objective without its policy terms: what it measures on the expert stream alone."""
@@ -112,6 +125,7 @@ def get(name: str, **opts: Any) -> Objective:
         bool(entry.needs_policy(**opts)),
         entry.adversarial,
         needs_expected_logit=bool(entry.needs_expected_logit(**opts)),
+        reads_counts=entry.reads_counts,
     )
 
 
@@ -122,11 +136,13 @@ def _lookup(name: str) -> _Entry:
 
 
 __all__ = [
+    "COUNT_KEYS",
     "Objective",
     "PolicySamples",
     "Stream",
     "TokenStats",
     "adversarial",
+    "batch_counts",
     "gail_loss",
     "get",
     "head",

@@ -2,6 +2,10 @@
 
 Notation (docs/architecture.md): logits z_t are soft Q-values; Q_t = z_t[a_t], V_t = logsumexp(z_t),
 c_t = m_{t+1} [seg_{t+1} == seg_t] (c_{T-1} = 0), V'_t = c_t V_{t+1}, r_t = Q_t - gamma V'_t.
+
+Every mean is sum / count, divided in `masked_mean` alone. A batch may carry the counts to divide
+by (`COUNT_KEYS`, from `batch_counts` of a larger batch): gradient accumulation gives each slice
+of a batch the whole batch's counts, so that the slices' means add up to the whole batch's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import jax.numpy as jnp
 from jirl.errors import ConfigError
 
 REQUIRED_KEYS = ("targets", "loss_mask")
+# Float32 scalars a batch may carry: the loss-token and episode counts its means divide by.
+TOKEN_COUNT, EPISODE_COUNT = COUNT_KEYS = ("token_count", "episode_count")
 
 
 def check_batch(batch: Mapping[str, jax.Array], shape_BT: tuple[int, ...], *, name: str = "batch") -> None:
@@ -44,11 +50,14 @@ def check_stats(stats: Any, batch: Mapping[str, jax.Array], *, name: str = "batc
     check_batch(batch, tuple(stats.q.shape), name=name)
 
 
-def masked_mean(x_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
-    """sum(m x) / max(sum(m), 1), accumulated in float32; masked entries never leak NaN."""
+def masked_mean(x_BT: jax.Array, mask_BT: jax.Array, count: jax.Array | None = None) -> jax.Array:
+    """sum(m x) / max(n, 1), accumulated in float32; masked entries never leak NaN.
+
+    n = sum(m), or `count` when given (a larger batch's count, of which this batch is a slice).
+    """
     mask_BT = mask_BT.astype(jnp.float32)
     total = jnp.sum(jnp.where(mask_BT > 0, x_BT.astype(jnp.float32) * mask_BT, 0.0))
-    return total / jnp.maximum(jnp.sum(mask_BT), 1.0)
+    return total / jnp.maximum(jnp.sum(mask_BT) if count is None else count, 1.0)
 
 
 def continuation_mask(loss_mask_BT: jax.Array, segment_ids_BT: jax.Array | None) -> jax.Array:
@@ -69,6 +78,19 @@ class SoftQ(NamedTuple):
     correct: jax.Array  # argmax z_t == a_t
     mask: jax.Array  # m_t as float32
     continues: jax.Array  # c_t: the next state is a response state of the same episode
+    token_count: jax.Array | None = None  # the batch's TOKEN_COUNT when it carries one
+    episode_count: jax.Array | None = None  # the batch's EPISODE_COUNT when it carries one
+
+
+def batch_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """{TOKEN_COUNT: sum_t m_t, EPISODE_COUNT: sum_t m_t (1 - c_t)}: what this batch's means divide by.
+
+    They read the masks and segments alone, never the parameters; given to every slice of the
+    batch (`dict(slice, **batch_counts(batch))`), each slice's means are its share of the batch's.
+    """
+    mask_BT = batch["loss_mask"].astype(jnp.float32)
+    c_BT = continuation_mask(mask_BT, batch.get("segment_ids"))
+    return {TOKEN_COUNT: jnp.sum(mask_BT), EPISODE_COUNT: jnp.sum(mask_BT * (1.0 - c_BT))}
 
 
 def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: bool = False) -> SoftQ:
@@ -90,28 +112,35 @@ def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: 
         correct=jax.lax.stop_gradient(stats.correct).astype(jnp.float32),
         mask=mask_BT,
         continues=c_BT,
+        token_count=batch.get(TOKEN_COUNT),
+        episode_count=batch.get(EPISODE_COUNT),
     )
+
+
+def token_mean(x_BT: jax.Array, sq: SoftQ) -> jax.Array:
+    """The masked token mean of x over sq's batch (divided by its TOKEN_COUNT when it carries one)."""
+    return masked_mean(x_BT, sq.mask, sq.token_count)
 
 
 def episode_mean(x_BT: jax.Array, sq: SoftQ) -> jax.Array:
     """sum_n sum_{t in n} x_t / N: a per-episode sum, averaged over the N episodes of a batch.
 
     An episode is one response: a run of masked positions in one segment, ending where c_t = 0
-    (its terminal state). N = sum_t m_t (1 - c_t) counts those ends; max(N, 1) guards an empty batch.
+    (its terminal state). N = sum_t m_t (1 - c_t) counts those ends (or the batch's EPISODE_COUNT);
+    max(N, 1) guards an empty batch.
     """
-    ends = jnp.sum(sq.mask * (1.0 - sq.continues))
-    total = jnp.sum(jnp.where(sq.mask > 0, x_BT.astype(jnp.float32) * sq.mask, 0.0))
-    return total / jnp.maximum(ends, 1.0)
+    ends = jnp.sum(sq.mask * (1.0 - sq.continues)) if sq.episode_count is None else sq.episode_count
+    return masked_mean(x_BT, sq.mask, ends)
 
 
 def token_metrics(sq: SoftQ, gamma: float) -> dict[str, jax.Array]:
     """Metrics over masked positions: nll, td_reg (mean r^2), reward, value, accuracy, tokens."""
     reward_BT = sq.q - gamma * sq.next_value
     return {
-        "nll": masked_mean(sq.value - sq.q, sq.mask),
-        "td_reg": masked_mean(jnp.square(reward_BT), sq.mask),
-        "reward": masked_mean(reward_BT, sq.mask),
-        "value": masked_mean(sq.value, sq.mask),
-        "accuracy": masked_mean(sq.correct, sq.mask),
+        "nll": token_mean(sq.value - sq.q, sq),
+        "td_reg": token_mean(jnp.square(reward_BT), sq),
+        "reward": token_mean(reward_BT, sq),
+        "value": token_mean(sq.value, sq),
+        "accuracy": token_mean(sq.correct, sq),
         "tokens": jnp.sum(sq.mask),
     }

@@ -15,6 +15,10 @@ IQ-Learn's (1 - gamma) E[V(s_0)] does). Token means would leave sum_n V(s_0,n) (
 token-count artifact. lam = 0 and alpha = 0 give exactly MLE. -log pi_t = -r_t + (V_t - gamma V'_t),
 the unsimplified IQ-Learn form. The inputs are the head's per-position TokenStats
 (jirl.losses.head), never the logits themselves.
+
+Each of E_E, E_P, S_E, S_P divides a sum by its own count (expert tokens, policy tokens, expert and
+policy episodes); a stream's batch may carry those counts (`_masking.COUNT_KEYS`), so that L over
+slices of a batch, each given the whole batch's counts, adds up to L over the batch.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from jirl.losses.head import Stream, TokenStats
 
 def _expert_terms(sq: _masking.SoftQ, gamma: float):
     reward_BT = sq.q - gamma * sq.next_value
-    nll = _masking.masked_mean(sq.value - sq.q, sq.mask)
-    td_reg = _masking.masked_mean(jnp.square(reward_BT), sq.mask)
+    nll = _masking.token_mean(sq.value - sq.q, sq)
+    td_reg = _masking.token_mean(jnp.square(reward_BT), sq)
     value_gap = _masking.episode_mean(sq.value - gamma * sq.next_value, sq)  # S[V - gamma V']
     return nll, td_reg, value_gap
 

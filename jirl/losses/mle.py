@@ -29,7 +29,8 @@ def mle_loss(
     next-token distribution p_t = softmax z_t, E_t = sum_v p_t[v] z_t[v] (the head's
     `expected_logit`); L = E_E[-log pi] - beta E_E[H] without the other terms.
     Metrics report the plain NLL and the soft-Q diagnostics with gamma = 1, and the mean entropy
-    `entropy` when beta > 0.
+    `entropy` when beta > 0. The mean divides by the batch's token count (`_masking.COUNT_KEYS`)
+    when the batch carries one.
     """
     _masking.check_stats(stats, batch)
     sq = _masking.soft_q(stats, batch)
@@ -52,10 +53,10 @@ def mle_loss(
             )
         entropy_BT = sq.value - stats.expected_logit * sq.mask  # H_t = V_t - E_t (0 where m_t = 0)
         per_token_BT = per_token_BT - entropy_bonus * entropy_BT
-    loss = _masking.masked_mean(per_token_BT, sq.mask)
+    loss = _masking.token_mean(per_token_BT, sq)
     metrics = _masking.token_metrics(sq, gamma=1.0)
     if entropy_bonus:
-        metrics["entropy"] = _masking.masked_mean(entropy_BT, sq.mask)
+        metrics["entropy"] = _masking.token_mean(entropy_BT, sq)
     metrics["loss"] = loss
     return loss, metrics
 

@@ -115,22 +115,57 @@ class TrainStep:
 
 
 def _accumulate(
-    loss_and_grads: Callable, params: Any, streams: tuple, microbatches: int, micro_sharding: Any
+    loss_and_grads: Callable,
+    params: Any,
+    streams: tuple,
+    microbatches: int,
+    micro_sharding: Any,
+    reads_counts: bool,
 ):
     """(loss, metrics, grads) accumulated over M strided slices of the streams' rows (see make_train_step);
-    `micro_sharding`: the [M, B/M, ...] slices' sharding, or None."""
-    b = jax.tree.leaves(streams[0])[0].shape[0]
-    if b % microbatches:
-        raise ConfigError(
-            f"the batch size {b} is not divisible by train.microbatches={microbatches}; "
-            "microbatches must divide train.batch_size."
-        )
+    `micro_sharding`: the [M, B/M, ...] slices' sharding, or None. `reads_counts`: the objective
+    divides by the whole batch's counts each slice carries (summed), else the slices are weighted by
+    their expert tokens."""
+    for stream in (s for s in streams if s is not None):
+        b = jax.tree.leaves(stream)[0].shape[0]
+        if b % microbatches:
+            raise ConfigError(
+                f"the batch size {b} is not divisible by train.microbatches={microbatches}; "
+                "microbatches must divide train.batch_size."
+            )
     micro = jax.tree.map(lambda x: _split_microbatches(x, microbatches), streams)
     if micro_sharding is not None:
         micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
-    first = jax.tree.map(lambda x: x[0], micro)
-    _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, first)
-    if "tokens" not in metrics_shape:
+    if not reads_counts:
+        return _weigh_slices(loss_and_grads, params, micro, microbatches)
+    counts = tuple(None if s is None else losses.batch_counts(s) for s in streams)  # whole-batch counts
+
+    def slice_loss_and_grads(params, mb):
+        return loss_and_grads(params, tuple(None if s is None else dict(s, **n) for s, n in zip(mb, counts)))
+
+    return _sum_slices(slice_loss_and_grads, params, micro)
+
+
+def _zeros(loss_and_grads: Callable, params: Any, micro: tuple) -> tuple:
+    """Zero (loss, metrics, grads), the scan's starting sums."""
+    _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, jax.tree.map(lambda x: x[0], micro))
+    metrics = {k: jnp.zeros(v.shape, v.dtype) for k, v in metrics_shape.items()}
+    return jnp.zeros((), jnp.float32), metrics, jax.tree.map(jnp.zeros_like, params)
+
+
+def _sum_slices(loss_and_grads: Callable, params: Any, micro: tuple):
+    """Each slice's loss and means divide by the whole batch's counts: they add up (counts too)."""
+
+    def body(carry, mb):
+        return jax.tree.map(jnp.add, carry, loss_and_grads(params, mb)), None
+
+    return jax.lax.scan(body, _zeros(loss_and_grads, params, micro), micro)[0]
+
+
+def _weigh_slices(loss_and_grads: Callable, params: Any, micro: tuple, microbatches: int):
+    """An objective of token means over its own batch: slice i weighted by its N_i = metrics["tokens"]."""
+    zeros = _zeros(loss_and_grads, params, micro)
+    if "tokens" not in zeros[1]:
         raise ConfigError(
             f"train.microbatches={microbatches} needs the loss to report metrics['tokens'] "
             "(its mask sum) to weight the slices; use microbatches=1 for this loss."
@@ -144,11 +179,6 @@ def _accumulate(
         metric_sums = {k: metric_sums[k] + (v if _is_count(k) else n * v) for k, v in metrics.items()}
         return (loss_sum + n * loss, metric_sums, grad_sums), None
 
-    zeros = (
-        jnp.zeros((), jnp.float32),
-        {k: jnp.zeros(v.shape, v.dtype) for k, v in metrics_shape.items()},
-        jax.tree.map(jnp.zeros_like, params),
-    )
     (loss_sum, metric_sums, grad_sums), _ = jax.lax.scan(body, zeros, micro)
     inv_n = 1.0 / jnp.maximum(metric_sums["tokens"].astype(jnp.float32), 1.0)
     metrics = {k: v if _is_count(k) else v * inv_n for k, v in metric_sums.items()}
@@ -176,10 +206,16 @@ def make_train_step(
     head: how the objective's statistics are computed (jirl.forward.HeadOptions): from the full
     logits (vocab_chunk=0), or in vocabulary chunks from the hidden states.
 
-    microbatches = M > 1 accumulates gradients over M slices of the batch. The losses are token
-    means L = sum_i S_i / N with N = sum_i N_i (N_i = metrics["tokens"] of slice i), so
-    grad L = sum_i N_i grad L_i / N and every mean metric is sum_i N_i m_i / N (token counts are
-    summed): the same step as M = 1 (exactly so for 0/1 loss masks), with 1/M of the activations.
+    microbatches = M > 1 accumulates gradients over M strided slices of the rows of both streams
+    (the policy batch sampled once for the whole batch), with 1/M of the activations. Every mean
+    of the objectives is sum / count, with its own count (expert tokens, policy tokens, expert and
+    policy episodes: online IQLearn has all four), and the counts read the masks alone. So the step
+    first takes the whole batch's counts (`losses.batch_counts`) and gives them to every slice; each
+    slice's mean divides its sum by them, L = sum_i L_i, grad L = sum_i grad L_i, every mean metric
+    is the sum of the slices' and every count (`tokens`, `*_tokens`) the sum of theirs: the M = 1
+    step up to float rounding. An objective without `reads_counts` (a plain token mean over its
+    own batch) has slice i weighted by its N_i = metrics["tokens"] instead: L = sum_i N_i L_i / N,
+    exact for a single expert-token mean; it cannot be online.
 
     With `mesh` and `state_shardings` (from `create_sharded_train_state`), the step is one jit with
     those in/out shardings, the batch split over the data axes (`jirl.sharding.batch_sharding`),
@@ -194,10 +230,11 @@ def make_train_step(
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh, rules)
     loss_of = _loss_fn(graphdef, objective, head)
     needs_policy = bool(getattr(objective, "needs_policy", False))
-    if needs_policy and microbatches > 1:  # the slices are weighted by expert tokens only
+    reads_counts = bool(getattr(objective, "reads_counts", False))
+    if needs_policy and microbatches > 1 and not reads_counts:  # expert-token weights miss the policy's
         raise ConfigError(
-            f"an online objective (loss.alpha > 0) does not combine with train.microbatches={microbatches} "
-            "yet; set one of them off."
+            f"an online objective that does not read the batch's counts (objective.reads_counts) does not "
+            f"combine with train.microbatches={microbatches}; set one of them off."
         )
 
     def _micro_sharding(streams):
@@ -228,7 +265,12 @@ def make_train_step(
                 loss, metrics, grads = loss_and_grads(state.params, streams)
             else:
                 loss, metrics, grads = _accumulate(
-                    loss_and_grads, state.params, streams, microbatches, _micro_sharding(streams)
+                    loss_and_grads,
+                    state.params,
+                    streams,
+                    microbatches,
+                    _micro_sharding(streams),
+                    reads_counts,
                 )
         grad_norm = optax.global_norm(grads)
         # A non-finite loss or gradient norm (|g|^2 overflows, as Adam's second moment would) makes

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from configs import tiny_config
 
-from jirl import data
+from jirl import data, experiment
 from jirl.train import online, train
 from jirl.train.metrics_writer import read_metrics
 from jirl.train.workdir import load_trained
@@ -110,12 +110,14 @@ def test_the_loop_trains_a_t5_on_its_own_samples(tiny_data_dir, tmp_path):
         assert np.isfinite(r["loss"])
 
 
-def test_online_refuses_microbatches(tiny_data_dir, tmp_path):
+def test_online_iqlearn_builds_with_microbatches(tiny_data_dir):
+    """Online IQLearn accumulates over microbatches (each slice divides by the whole batch's counts);
+    GAIL still refuses them (tests/train/test_train_adversarial.py)."""
     config = tiny_config(tiny_data_dir, steps=1)
     config.loss.alpha = 0.1
     config.train.microbatches = 2
-    with pytest.raises(ValueError, match="does not combine with train.microbatches > 1"):
-        train(config, str(tmp_path), progress=False)
+    run = experiment.build(config)
+    assert run.microbatches == 2 and run.objective.needs_policy and run.objective.reads_counts
 
 
 def test_a_resumed_run_reuses_the_policy_batch_in_use_bit_for_bit(tiny_data_dir, tmp_path):
@@ -125,7 +127,7 @@ def test_a_resumed_run_reuses_the_policy_batch_in_use_bit_for_bit(tiny_data_dir,
     config = tiny_config(tiny_data_dir, steps=7)
     config.loss.alpha = 0.1
     config.online.update(sample_every=3, max_new_tokens=12)
-    config.train.update(log_every=1, checkpoint_every=4)
+    config.train.update(log_every=1, checkpoint_every=4, microbatches=2)  # the loop with slices, too
     config.eval.update(every=0, num_examples=2, max_new_tokens=4)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(config, str(straight), progress=False)

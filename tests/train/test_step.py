@@ -4,6 +4,7 @@ batch checks name what is wrong."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from configs import load_arith
 
@@ -65,31 +66,90 @@ def test_bad_batches_name_the_problem():
         check_batch(dict(batch, loss_mask=batch["loss_mask"][:, 1:]), 259)
 
 
-def test_microbatches_give_the_full_batch_step():
-    """M = 4 slices, one of them without loss tokens: same loss, metrics and params as M = 1."""
+def _packed_batch(b=8, t=24, vocab=259, seed=0):
+    """Rows packed with several examples, each a prompt (mask 0) then a response (mask 1); row 0 ends
+    in a response cut by the row's end, row b - 1 has no response tokens."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, vocab, (b, t + 1)).astype(np.int32)
+    mask, segments, positions = (
+        np.zeros((b, t), np.float32),
+        np.zeros((b, t), np.int32),
+        np.zeros((b, t), np.int32),
+    )
+    for row in range(b):
+        pos, seg = 0, 0
+        while pos < t:
+            length = min(int(rng.integers(3, 10)), t - pos) if row == 0 else int(rng.integers(3, 10))
+            if pos + length > t or length < 2:
+                break
+            seg += 1
+            segments[row, pos : pos + length] = seg
+            positions[row, pos : pos + length] = np.arange(length)
+            mask[row, pos + int(rng.integers(1, length)) : pos + length] = row < b - 1
+            pos += length
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
+    return dict(batch, segment_ids=segments, positions=positions)
+
+
+def _recording(tx):
+    """tx after a transformation whose state is the last gradient (so that tests can read it)."""
+    record = optax.GradientTransformation(lambda params: params, lambda g, state, params=None: (g, g))
+    return optax.chain(record, tx)
+
+
+def _steps(objective, expert, policy=None, microbatches=(1, 2, 4)):
+    """{M: (metrics, gradients, params after one step)} of the step with M microbatches."""
     train = load_arith().train
-    train.update(learning_rate=1e-3, warmup_steps=0)  # Adam scales rounding noise by the lr
+    train.update(learning_rate=1e-4, warmup_steps=0)  # Adam's first step, lr g / |g|: rounding noise x lr
     tx, schedule = make_optimizer(train)
-    loss_fn = losses.get("iqlearn", lam=0.5, gamma=0.9)
+    tx = _recording(tx)
     cfg = models.get_config("tiny")
-    results = []
-    for microbatches in (1, 4):
+    expert = {k: jnp.asarray(v) for k, v in expert.items()}
+    policy = None if policy is None else {k: jnp.asarray(v) for k, v in policy.items()}
+    results = {}
+    for m in microbatches:
         graphdef, state = create_train_state(cfg, tx, seed=0)
-        step = make_train_step(graphdef, loss_fn, tx, schedule, microbatches=microbatches)
-        history = []
-        for seed in range(2):
-            batch = _batch(b=8, seed=seed)
-            batch["loss_mask"][[1, 5]] = 0  # slice 1 = rows 1 and 5: no tokens
-            batch["loss_mask"][0, :5] = 1  # uneven token counts across slices
-            state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
-            history.append(jax.device_get(metrics))
-        results.append((history, jax.device_get(state)))
-    (full_history, full_state), (micro_history, micro_state) = results
-    for full, micro in zip(full_history, micro_history):
-        assert sorted(full) == sorted(micro)
-        for key in full:
-            np.testing.assert_allclose(micro[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), micro_state, full_state)
+        state, metrics = make_train_step(graphdef, objective, tx, schedule, microbatches=m)(
+            state, expert, policy
+        )
+        results[m] = jax.device_get((metrics, state.opt_state[0], state.params))
+    return results
+
+
+def _assert_same_steps(results):
+    (full_metrics, full_grads, full_params), *micro = results.values()
+    for metrics, grads, params in micro:
+        assert sorted(metrics) == sorted(full_metrics)
+        for key in full_metrics:
+            np.testing.assert_allclose(metrics[key], full_metrics[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        for got, want in ((grads, full_grads), (params, full_params)):
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+@pytest.mark.parametrize(
+    "name,opts", [("iqlearn", dict(lam=0.5, gamma=0.9)), ("mle", dict(entropy_bonus=0.1))]
+)
+def test_microbatches_give_the_full_batch_step(name, opts):
+    """M = 4 slices, one of them without loss tokens: same loss, metrics, gradients and params as
+    M = 1; packed rows with uneven token and episode counts across slices."""
+    batch = _packed_batch(seed=0)
+    batch["loss_mask"][[1, 5]] = 0  # with M = 4, slice 1 = rows 1 and 5: no tokens
+    _assert_same_steps(_steps(losses.get(name, **opts), batch, microbatches=(1, 4)))
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.1, 0.99), (0.5, 1.0)])
+def test_online_iqlearn_microbatches_give_the_full_batch_step(alpha, gamma):
+    """Online IQLearn's four means (expert and policy tokens, expert and policy episodes) divide by the
+    whole batch's counts in every slice: M = 2 and 4 give the M = 1 loss, metrics (value_gap too),
+    gradients and parameters, though the slices' token and episode counts differ."""
+    expert, policy = _packed_batch(seed=1), _packed_batch(seed=2)
+    counts = [(policy["loss_mask"][i::4].sum(), expert["loss_mask"][i::4].sum()) for i in range(4)]
+    assert len(set(counts)) == 4  # unequal token counts per slice, and across the streams
+    objective = losses.get("iqlearn", lam=0.1, gamma=gamma, alpha=alpha)
+    results = _steps(objective, expert, policy)
+    assert {"value_gap", "policy_tokens", "policy_td_reg"} <= set(results[1][0])
+    assert results[4][0]["policy_tokens"] == policy["loss_mask"].sum()
+    _assert_same_steps(results)
 
 
 def test_microbatches_must_divide_the_batch():
@@ -129,8 +189,10 @@ def test_the_policy_stream_is_an_input_of_the_step():
     offline_step = make_train_step(graphdef, losses.get("iqlearn"), tx, schedule)
     with pytest.raises(ValueError, match="reads no policy batch, but the step was given one"):
         offline_step(new_state, expert, policy)
+    custom = lambda stats, batch, policy=None: objective(stats, batch, policy=policy)  # noqa: E731
+    custom.needs_policy = True  # online, but its means divide by its own batch's counts
     with pytest.raises(ValueError, match="does not combine with train.microbatches=2"):
-        make_train_step(graphdef, objective, tx, schedule, microbatches=2)
+        make_train_step(graphdef, custom, tx, schedule, microbatches=2)
 
 
 def test_a_step_with_non_finite_gradients_changes_nothing_and_is_counted():
