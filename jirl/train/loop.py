@@ -222,6 +222,7 @@ def _policy_sampler(run: Run, graphdef: Any) -> online.PolicySampler | None:
         max_new_tokens=run.online.max_new_tokens,
         temperature=float(run.online.temperature),
         seed=int(run.config.train.seed),
+        on_device=not run.config.task.pack and not run.model.is_encoder_decoder,
         mesh=run.mesh,
         rules=run.rules,
         **adversarial_options,
@@ -273,15 +274,11 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
             expert = next(session.batches)
             window.add_data(data.pop_stats(expert))
             check_batch(expert, run.model.vocab_size)
-            policy = None
+            expert_global, policy = sharding.shard_batch(expert, run.mesh, run.rules), None
             if session.sampler is not None:
-                policy, sample_stats = session.sampler(session.state.params, expert, step)
+                policy, sample_stats = session.sampler(session.state.params, expert, step, expert_global)
                 window.add_sampling(sample_stats)
-            session.state, metrics = session.train_step(
-                session.state,
-                sharding.shard_batch(expert, run.mesh, run.rules),
-                policy,  # global arrays, sharded like the expert batch
-            )
+            session.state, metrics = session.train_step(session.state, expert_global, policy)
             session.watch.dispatched(step, metrics)
             if session.watch.limit_reached:  # logged whatever log_every: the step after the limit
                 session.writer.write(step, window.flush(jax.device_get(metrics)))

@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from jirl import sampling, sharding
 from jirl.errors import ConfigError
+from jirl.train import device_policy
 
 KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 ENCODER_KEYS = ("encoder_inputs", "encoder_segment_ids", "encoder_positions")
@@ -154,12 +155,16 @@ class PolicySampler:
     fold_in(fold_in(key(seed), step), i) for the i-th prompt of the global batch (prompts numbered in
     process order), so that N processes draw what one process draws on the same global batch.
     Without `mesh` (one device), the batch comes back as host arrays.
+
+    on_device: for unpacked expert batches (one example per row) of a decoder-only model, the prompts
+    are read and the policy batch built on the devices from the global expert batch
+    (`jirl.train.device_policy`): no host round trip but one scalar, one example per row.
     """
 
     def __init__(self, graphdef: nnx.GraphDef, tokenizer: Any, *, every: int, max_new_tokens: int,
                  temperature: float, seed: int, mesh: jax.sharding.Mesh | None = None, rules: Any = None,
-                 samples_per_prompt: int = 0,
-                 sample_logp: Callable[[Any, dict], Any] | None = None):  # fmt: skip
+                 samples_per_prompt: int = 0, sample_logp: Callable[[Any, dict], Any] | None = None,
+                 on_device: bool = False):  # fmt: skip
         """samples_per_prompt = K > 0: K responses to each of the first n / K prompts, with group keys;
         0: one response per example. sample_logp: (params, policy batch) -> log pi of its tokens,
         stored as `sample_logp` when given."""
@@ -170,6 +175,7 @@ class PolicySampler:
         self.temperature, self.seed = temperature, seed
         self.mesh, self.rules = mesh, rules
         self.samples_per_prompt, self.sample_logp = samples_per_prompt, sample_logp
+        self.on_device = on_device
         self._last: dict[str, Any] | None = None
 
     @property
@@ -188,14 +194,22 @@ class PolicySampler:
             keys += GROUP_KEYS
         return keys + (("sample_logp",) if self.sample_logp is not None else ())
 
-    def __call__(self, params: Any, batch: dict[str, np.ndarray], step: int) -> tuple[dict, dict[str, float]]:
+    def __call__(
+        self, params: Any, batch: dict[str, np.ndarray], step: int, global_batch: dict[str, Any] | None = None
+    ) -> tuple[dict, dict[str, float]]:
         """(policy batch, stats) for train step `step` (1-based); samples when due or when none is cached.
 
-        `batch` is this process's rows of the expert batch (host arrays); on several processes every
-        process calls this at the same step."""
+        `batch` is this process's rows of the expert batch (host arrays), `global_batch` the same batch
+        as global arrays (read on the devices when `on_device`); on several processes every process
+        calls this at the same step."""
         if self._last is not None and (step - 1) % self.every:
             return self._last, {}
         start = time.perf_counter()
+        if self.on_device:
+            if global_batch is None:
+                global_batch = {k: jnp.asarray(v) for k, v in batch.items()}
+            policy, tokens, dropped = self._sample_on_device(params, global_batch, step)
+            return self._finish(params, policy, start, tokens, dropped)
         prompts, groups = prompts_of(batch), None
         if self.samples_per_prompt:
             k = self.samples_per_prompt
@@ -212,6 +226,10 @@ class PolicySampler:
             policy, dropped = pack(examples, b, t, groups)
         if self.mesh is not None:
             policy = sharding.shard_batch(policy, self.mesh, self.rules)
+        return self._finish(params, policy, start, float(sum(len(r) for r in responses)), dropped)
+
+    def _finish(self, params: Any, policy: dict, start: float, tokens: float, dropped: int) -> tuple:
+        """Adds `sample_logp` when asked, caches the batch; (batch, stats)."""
         if self.sample_logp is not None:
             logp = self.sample_logp(params, policy)
             policy["sample_logp"] = (
@@ -221,13 +239,43 @@ class PolicySampler:
             )
         self._last = policy
         seconds = time.perf_counter() - start
-        tokens = float(sum(len(r) for r in responses))
         return self._last, dict(
             sample_seconds=seconds,
             sample_tokens=tokens,
             sample_tokens_per_sec=tokens / max(seconds, 1e-9),
             policy_examples_dropped=float(dropped),
         )
+
+    def _sample_on_device(self, params: Any, expert: dict[str, Any], step: int) -> tuple[dict, float, int]:
+        """(policy batch, response tokens, examples dropped) built on the devices (`device_policy`)."""
+        config = nnx.merge(self.graphdef, params).config
+        expert = {k: expert[k] for k in ("inputs", "loss_mask", "segment_ids")}
+        longest = int(jax.device_get(jnp.max(device_policy.prompt_lengths(expert))))
+        room = config.max_len - self.max_new_tokens
+        self._check_room(longest, room, config)
+        k = self.samples_per_prompt
+        base = jax.random.fold_in(jax.random.PRNGKey(self.seed), step)
+        block, lengths, keys = device_policy.prompt_block(
+            expert, base, length=min(_round_up(longest, 32), room), pad_id=self.tokenizer.pad_id,
+            samples_per_prompt=k,
+        )  # fmt: skip
+        out = sampling.decode(
+            self.graphdef, params, block, lengths, keys, max_new_tokens=self.max_new_tokens,
+            eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id, temperature=self.temperature,
+            per_row_keys=True,
+        )  # fmt: skip
+        policy, dropped, tokens = device_policy.policy_rows(
+            expert, out["tokens"], eos_id=self.tokenizer.eos_id, samples_per_prompt=k
+        )
+        tokens, dropped = jax.device_get((tokens, dropped))
+        return policy, float(tokens), int(dropped)
+
+    def _check_room(self, longest: int, room: int, config: Any) -> None:
+        if longest > room:
+            raise ConfigError(
+                f"a prompt of {longest} tokens plus online.max_new_tokens={self.max_new_tokens} exceeds the "
+                f"model's maximum length {config.max_len}; lower online.max_new_tokens or task.seq_len."
+            )
 
     def _sample(self, params: Any, prompts: list[list[int]], step: int, config: Any) -> list[list[int]]:
         """This process's responses (new tokens up to and including EOS) to its prompts, from one decode
@@ -241,11 +289,7 @@ class PolicySampler:
         rows = _round_up(int(sizes[:, 0].max()), math.lcm(16, max(local_dp, 1)))
         longest = int(sizes[:, 1].max())
         room = config.max_len if config.is_encoder_decoder else config.max_len - self.max_new_tokens
-        if longest > room:
-            raise ConfigError(
-                f"a prompt of {longest} tokens plus online.max_new_tokens={self.max_new_tokens} exceeds the "
-                f"model's maximum length {config.max_len}; lower online.max_new_tokens or task.seq_len."
-            )
+        self._check_room(longest, room, config)
         padded = prompts + [prompts[-1]] * (rows - len(prompts))
         block, lengths = sampling.left_pad(padded, min(_round_up(longest, 32), room), self.tokenizer.pad_id)
         first = int(sizes[:me, 0].sum())  # the global number of this process's first prompt
