@@ -28,9 +28,11 @@ bench: venv
 	$(PY) benchmarks/step_time.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/peer_step.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/gail_step.py
+	$(PY) benchmarks/online_cost.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/decode.py
+	JAX_PLATFORMS=cpu $(PY) benchmarks/decode_hf.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/soft_vi.py
 
 clean:
