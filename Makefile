@@ -29,6 +29,7 @@ bench: venv
 	JAX_PLATFORMS=cpu $(PY) benchmarks/peer_step.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/gail_step.py
 	$(PY) benchmarks/online_cost.py
+	$(PY) benchmarks/policy_batch.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/loss_memory.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/decode.py
