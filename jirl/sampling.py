@@ -141,8 +141,14 @@ def decode(
         lengths_B = jnp.ones_like(lengths_B)  # decoder positions of the new tokens: 1, 2, ...
     else:
         cache = models.init_cache(model.config, b, p + n)
-        step_fn = model
-        h_BPD, cache = model.hidden(prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache)
+        per_layer = {}
+        if not model.config.scans_layers():  # weights cut once and a per-layer cache (`run_layers`)
+            per_layer = dict(layer_params=model.layers.per_layer())
+            cache = dict(cache, k=list(cache["k"]), v=list(cache["v"]))
+        step_fn = functools.partial(model, **per_layer)
+        h_BPD, cache = model.hidden(
+            prompt_BP, positions=positions_BP, segment_ids=segments_BP, cache=cache, **per_layer
+        )
     # Only the last prompt position's logits are needed: never [B, P, V].
     first_logits_BV = layers.project(h_BPD[:, -1:], model.output_projection())[:, 0]
 

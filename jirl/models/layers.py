@@ -144,12 +144,20 @@ def project_heads(h_BTD: jax.Array, p: dict[str, jax.Array], name: str) -> jax.A
 
 
 def write_kv(
-    cache_k_BSKD: jax.Array, cache_v_BSKD: jax.Array, k_BTKD: jax.Array, v_BTKD: jax.Array, index: jax.Array
+    cache_k: jax.Array,
+    cache_v: jax.Array,
+    k_BTKD: jax.Array,
+    v_BTKD: jax.Array,
+    index: jax.Array,
+    heads_major: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """The caches with T new keys/values written at slots index .. index + T - 1 (in the caches' dtype)."""
-    start = (0, index, 0, 0)
-    k = jax.lax.dynamic_update_slice(cache_k_BSKD, k_BTKD.astype(cache_k_BSKD.dtype), start)
-    v = jax.lax.dynamic_update_slice(cache_v_BSKD, v_BTKD.astype(cache_v_BSKD.dtype), start)
+    """The caches [B, S, K, D] (heads_major: [B, K, S, D]) with T new keys/values written at slots
+    index .. index + T - 1, in the caches' dtype."""
+    if heads_major:
+        k_BTKD, v_BTKD = k_BTKD.transpose(0, 2, 1, 3), v_BTKD.transpose(0, 2, 1, 3)
+    start = (0, 0, index, 0) if heads_major else (0, index, 0, 0)
+    k = jax.lax.dynamic_update_slice(cache_k, k_BTKD.astype(cache_k.dtype), start)
+    v = jax.lax.dynamic_update_slice(cache_v, v_BTKD.astype(cache_v.dtype), start)
     return k, v
 
 
@@ -161,24 +169,27 @@ def dot_product_attention(
     scale: float | None = None,
     softcap: float = 0.0,
     bias_BHTS: jax.Array | None = None,
+    heads_major: bool = False,
 ) -> jax.Array:
     """softmax(s masked) v, s = q k^T * scale (default D^-1/2), with grouped-query attention (H = K * G).
 
     With softcap c > 0, s -> c tanh(s / c) before masking; `bias_BHTS` (T5's relative position bias,
-    batch dim 1 or B) is added to s. Softmax in float32.
+    batch dim 1 or B) is added to s. Softmax in float32. k and v are [B, S, K, D], or with
+    heads_major [B, K, S, D]: a KV cache's layout, which the products read without transposing it.
     """
     b, t, h, d = q_BTHD.shape
-    k = k_BSKD.shape[2]
+    k = k_BSKD.shape[1 if heads_major else 2]
     scale = d**-0.5 if scale is None else scale
     q_BTKGD = q_BTHD.reshape(b, t, k, h // k, d) * jnp.asarray(scale, q_BTHD.dtype)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
+    kv = "bksd" if heads_major else "bskd"
+    scores = jnp.einsum(f"btkgd,{kv}->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
     if softcap > 0:
         scores = softcap * jnp.tanh(scores / softcap)
     if bias_BHTS is not None:
         scores = scores + bias_BHTS.reshape(bias_BHTS.shape[0], k, h // k, t, -1).astype(jnp.float32)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKD.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD)
+    out = jnp.einsum(f"bkgts,{kv}->btkgd", probs, v_BSKD)
     return out.reshape(b, t, h, d)
 
 

@@ -45,6 +45,10 @@ class StackedLayers(nnx.Module):
         """name -> the [num_layers, ...] array."""
         return {n: getattr(self, n)[...] for n in vars(self) if isinstance(getattr(self, n), nnx.Param)}
 
+    def per_layer(self) -> dict[str, list[jax.Array]]:
+        """name -> [layer 0's array, ...]: `stacked` cut into separate arrays, once (see `run_layers`)."""
+        return {n: list(a) for n, a in self.stacked().items()}
+
 
 def run_layers(
     body: Callable[[jax.Array, tuple[dict[str, jax.Array], Any]], tuple[jax.Array, Any]],
@@ -60,13 +64,23 @@ def run_layers(
     `extra` (a pytree with leading axis L, or None) is sliced alongside the parameters; outs is None
     when body returns None. `remat` ("none" | "full" | "dots") recomputes each layer in the backward
     pass; `scan` runs one `lax.scan` (one compiled layer) instead of an unrolled loop.
+
+    Unrolled, `stacked` and `extra` may hold per-layer lists instead of [L, ...] arrays
+    (`StackedLayers.per_layer`); outs are then lists too. XLA:CPU copies a layer's slice of an [L, ...]
+    array before using it (a dot of 8 rows against sliced weights ran 6x slower than against separate
+    arrays), which is most of a decoding step's time: the decoder cuts the weights once per decode and
+    keeps the KV cache per layer, written in place.
     """
     if remat != "none":
         body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
     if scan:
         return jax.lax.scan(body, x, (stacked, extra))
+    is_list = lambda a: isinstance(a, list)  # noqa: E731
+    per_layer = any(is_list(a) for a in jax.tree.leaves((stacked, extra), is_leaf=is_list))
     outs = []
-    for i in range(jax.tree.leaves(stacked)[0].shape[0]):
-        x, out = body(x, jax.tree.map(lambda a: a[i], (stacked, extra)))
+    for i in range(len(jax.tree.leaves(stacked, is_leaf=is_list)[0])):
+        x, out = body(x, jax.tree.map(lambda a: a[i], (stacked, extra), is_leaf=is_list))
         outs.append(out)
-    return x, (None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))
+    if outs[0] is None:
+        return x, None
+    return x, jax.tree.map(lambda *a: list(a) if per_layer else jnp.stack(a), *outs)

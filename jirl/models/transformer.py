@@ -87,13 +87,15 @@ def self_attention(
 ) -> jax.Array:
     """Causal self-attention: in blocks (`blocked_attention`, never holding [B, H, T, T]) over the
     sequence's own slots when the config's `attention_form` is "blocked", the sequence holds two
-    blocks and there is no soft-cap; else the dense form."""
+    blocks and there is no soft-cap; else the dense form. `cached`: k and v are a KV cache's, [B, K, S, D]."""
     scale = cfg.query_scale**-0.5 if cfg.query_scale > 0 else q_BTHD.shape[-1] ** -0.5
     blocked = not cached and cfg.attn_softcap <= 0 and cfg.attention_form() == "blocked"
     block = blocked_attention.block_size(q_BTHD.shape[1]) if blocked else 0
     if block:
         return blocked_attention.causal_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, block)
-    return layers.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, cfg.attn_softcap)
+    return layers.dot_product_attention(
+        q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, cfg.attn_softcap, heads_major=cached
+    )
 
 
 def decoder_block(
@@ -117,7 +119,7 @@ def decoder_block(
     if rope is not None:
         q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
     if kv_cache is not None:
-        k, v = layers.write_kv(*kv_cache, k, v, cache_index)
+        k, v = layers.write_kv(*kv_cache, k, v, cache_index, heads_major=True)
         kv_cache = (k, v)
     attn = self_attention(q, k.astype(dt), v.astype(dt), mask_BTS, cfg, cached=kv_cache is not None)
     out = layers.dense(attn, p["wo"].astype(dt), contract=2)
@@ -134,8 +136,9 @@ def decoder_block(
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, length: int) -> dict[str, jax.Array]:
-    """An empty KV cache of `length` slots: k/v [L, B, S, K, D], segment ids [B, S], write index."""
-    shape = (cfg.num_layers, batch_size, length, cfg.num_kv_heads, cfg.head_dim)
+    """An empty KV cache of `length` slots: k/v [L, B, K, S, D] (heads before slots, the layout the
+    attention products read), segment ids [B, S], write index."""
+    shape = (cfg.num_layers, batch_size, cfg.num_kv_heads, length, cfg.head_dim)
     dtype = jnp.dtype(cfg.dtype)
     return {
         "k": jnp.zeros(shape, dtype),
@@ -188,8 +191,13 @@ class Transformer(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: dict[str, Any] | None = None,
+        layer_params: dict[str, list[jax.Array]] | None = None,
     ):
-        """The final hidden states h_BTD (after the final norm); with cache=, (h_BTD, the new cache)."""
+        """The final hidden states h_BTD (after the final norm); with cache=, (h_BTD, the new cache).
+
+        layer_params: the layers' parameters cut per layer (`self.layers.per_layer()`, made once by a
+        decoding loop), used instead of slicing the stacked ones at every call; with a per-layer
+        cache (k/v as lists, `unstack_cache`) the new cache is per layer too. Unrolled layers only."""
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
@@ -223,7 +231,7 @@ class Transformer(nnx.Module):
         x, new_kv = run_layers(
             body,
             x,
-            self.layers.stacked(),
+            self.layers.stacked() if layer_params is None else layer_params,
             (kv_caches, is_global_L),
             remat=cfg.remat,
             scan=cfg.scans_layers(),
