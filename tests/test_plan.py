@@ -85,7 +85,8 @@ def test_online_iqlearn_is_planned_with_its_policy_batch():
     reports = {}
     for objective in ("iqlearn", "iqlearn_online"):
         args = [a.replace(":iqlearn", f":{objective}") for a in TINY]
-        result = _plan(*args, "--devices=2", "--config.train.batch_size=4")
+        budget = "--config.online.max_new_tokens=32"  # a prompt and its response fit seq_len 64
+        result = _plan(*args, "--devices=2", "--config.train.batch_size=4", budget)
         assert result.returncode == 0, result.stderr
         reports[objective] = _json(result.stdout)
     offline, online = reports["iqlearn"], reports["iqlearn_online"]
@@ -97,7 +98,8 @@ def test_online_iqlearn_is_planned_with_its_policy_batch():
 
 def test_gail_is_planned_with_its_discriminator_and_starting_policy():
     args = [a.replace(":iqlearn", ":gail") for a in TINY]
-    result = _plan(*args, "--devices=2", "--config.train.batch_size=4", "--config.loss.discriminator=tiny")
+    result = _plan(*args, "--devices=2", "--config.train.batch_size=4", "--config.loss.discriminator=tiny",
+                   "--config.online.max_new_tokens=32")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = _json(result.stdout)
     assert report["loss"] == "gail online"
