@@ -40,10 +40,10 @@ def _last_json(text: str) -> dict:
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-@pytest.mark.parametrize("mode", ["offline", "online"])
-def test_two_processes_train_like_one(mode):
-    """Offline IQLearn, and online IQLearn where each process samples its own rows' prompts."""
-    extra = ["online"] if mode == "online" else []
+def test_two_processes_train_like_one():
+    """Online IQLearn, each process sampling the prompts of its own rows (its expert terms are the
+    offline step's; `jirl train` on two processes offline: test_jirl_train_on_two_processes_...)."""
+    extra = ["online"]
     port = _free_port()
     outputs = _run_together(
         [[sys.executable, SCRIPT, "worker", str(port), str(i), "2", *extra] for i in range(2)]
@@ -63,9 +63,9 @@ def test_two_processes_train_like_one(mode):
     np.testing.assert_allclose(results[0]["losses"], single["losses"], rtol=1e-5)
     np.testing.assert_allclose(results[0]["param_abs_sum"], single["param_abs_sum"], rtol=1e-5)
     assert results[0]["losses"][0] != results[0]["losses"][-1]  # it trained
-    if mode == "online":  # the same responses were sampled: as many policy tokens at every step
-        assert results[0]["policy_tokens"] == single["policy_tokens"]
-        assert all(n > 0 for n in single["policy_tokens"])
+    # the same responses were sampled: as many policy tokens at every step
+    assert results[0]["policy_tokens"] == single["policy_tokens"]
+    assert all(n > 0 for n in single["policy_tokens"])
 
 
 def test_when_to_join(monkeypatch):
