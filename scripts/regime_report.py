@@ -269,7 +269,10 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         f"Written by `python scripts/regime_study.py --sizes {args.sizes}` (the method is in that script's "
         "docstring). Mean ± standard error over seeds. Accuracy: the `#### N` answer graded as GSM8K. "
         "`test − MLE`: the paired bootstrap 95% interval over prompts (10,000 resamples) of the "
-        "difference in greedy accuracy, each prompt's correctness averaged over a variant's seeds.",
+        "difference in greedy accuracy, each prompt's correctness averaged over a variant's seeds. "
+        "`train s`: wall time of the fine-tune on a machine shared with other work (tests, and from "
+        "stage 1 seed 1 on a second run of the study pinned to the other core), so a rough cost only; "
+        "the cost of each update side by side is `benchmarks/online_cost.py`'s.",
     ]
     for size, runs in results.items():
         runs = {n: rs for n, rs in runs.items() if rs}
