@@ -270,9 +270,9 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         "docstring). Mean ± standard error over seeds. Accuracy: the `#### N` answer graded as GSM8K. "
         "`test − MLE`: the paired bootstrap 95% interval over prompts (10,000 resamples) of the "
         "difference in greedy accuracy, each prompt's correctness averaged over a variant's seeds. "
-        "`train s`: wall time of the fine-tune on a machine shared with other work (tests, and from "
-        "stage 1 seed 1 on a second run of the study pinned to the other core), so a rough cost only; "
-        "the cost of each update side by side is `benchmarks/online_cost.py`'s.",
+        "`train s`: wall time of the fine-tune on a machine shared with other work (tests; runs marked "
+        "`1 core` had a second copy of the study on the other core), a rough cost only; each update's "
+        "cost measured side by side is `benchmarks/online_cost.py`'s.",
     ]
     for size, runs in results.items():
         runs = {n: rs for n, rs in runs.items() if rs}
