@@ -31,6 +31,9 @@ def test_the_registry_is_one_record_per_family():
     [
         ("tiny", "llama"),
         ("qwen2_7b", "qwen2"),
+        ("qwen3_0_6b", "qwen3"),
+        ("qwen3_8b", "qwen3"),
+        ("llama3_2_1b", "llama"),
         ("gemma2_2b", "gemma2"),
         ("gpt2_124m", "gpt2"),
         ("t5_tiny", "t5"),
