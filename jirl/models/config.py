@@ -22,7 +22,7 @@ ATTENTIONS = ("auto", "blocked", "dense")
 class ModelConfig:
     """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention.
 
-    The options after `attention` describe other decoder families (Qwen2, Gemma 1/2, GPT-2; see
+    The options after `attention` describe other decoder families (Qwen2/3, Gemma 1/2, GPT-2; see
     jirl.models.hf); their defaults are the Llama decoder.
     """
 
@@ -55,6 +55,7 @@ class ModelConfig:
     out_bias: bool = False  # bias on the attention output projection (GPT-2)
     mlp_bias: bool = False  # biases on the MLP projections (GPT-2)
     embed_scale: bool = False  # embeddings times sqrt(embed_dim) (Gemma)
+    qk_norm: bool = False  # the config's norm on each query and key head (over head_dim), before RoPE (Qwen3)
     # Gemma 2.
     query_scale: float = 0.0  # q scaled by query_scale^-1/2; 0: head_dim^-1/2
     attn_softcap: float = 0.0  # attention logits s -> c tanh(s / c); 0: off
@@ -93,6 +94,11 @@ class ModelConfig:
                     f"model.{key}='{getattr(self, key)}' is not supported; accepted: {list(accepted)}."
                 )
 
+        if self.qk_norm and self.norm == "layer":
+            raise ConfigError(
+                "model.qk_norm=True is not supported with model.norm='layer'; "
+                "accepted: norm 'rms' or 'rms_plus_one'."
+            )
         if self.encoder_layers < 0:
             raise ConfigError(f"model.encoder_layers={self.encoder_layers} must be >= 0 (0: decoder-only).")
         if (self.encoder_layers > 0) != (self.position_embedding == "relative"):
@@ -103,7 +109,7 @@ class ModelConfig:
             )
         if self.encoder_layers > 0:
             for key in ("post_norms", "sliding_window", "attn_softcap", "final_softcap", "qkv_bias",
-                        "out_bias", "mlp_bias", "embed_scale"):  # fmt: skip
+                        "out_bias", "mlp_bias", "embed_scale", "qk_norm"):  # fmt: skip
                 if getattr(self, key):
                     raise ConfigError(
                         f"model.{key}={getattr(self, key)!r} is not supported in a T5 encoder-decoder "
@@ -156,7 +162,7 @@ class ModelConfig:
         norm = 2 * d if self.norm == "layer" else d
         per_layer = (4 if self.post_norms else 2) * norm + d * h * hd + 2 * d * k * hd + h * hd * d
         per_layer += (3 if self.gated_mlp else 2) * d * f
-        per_layer += self.qkv_bias * (h + 2 * k) * hd + self.out_bias * d
+        per_layer += self.qkv_bias * (h + 2 * k) * hd + self.out_bias * d + self.qk_norm * 2 * hd
         per_layer += self.mlp_bias * ((2 if self.gated_mlp else 1) * f + d)
         embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         positions = self.max_len * d if self.position_embedding == "learned" else 0
@@ -286,6 +292,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_len=32_768,
         rope_theta=1_000_000.0,
         qkv_bias=True,
+    ),
+    "qwen3_0_6b": dict(
+        vocab_size=151_936,
+        embed_dim=1024,
+        num_layers=28,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=128,
+        mlp_dim=3072,
+        max_len=40_960,
+        rope_theta=1_000_000.0,
+        tie_embeddings=True,
+        qk_norm=True,
+    ),
+    "qwen3_8b": dict(
+        vocab_size=151_936,
+        embed_dim=4096,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        mlp_dim=12_288,
+        max_len=40_960,
+        rope_theta=1_000_000.0,
+        qk_norm=True,
+    ),
+    "llama3_2_1b": dict(
+        vocab_size=128_256,
+        embed_dim=2048,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        mlp_dim=8192,
+        max_len=131_072,
+        rope_theta=500_000.0,
+        norm_eps=1e-5,
+        tie_embeddings=True,
+        rope_scaling="llama3",
+        rope_factor=32.0,
+        rope_low_freq_factor=1.0,
+        rope_high_freq_factor=4.0,
+        rope_original_max_len=8192,
     ),
     "gpt2_124m": dict(
         vocab_size=50_257,

@@ -60,6 +60,9 @@ def layer_specs(cfg: ModelConfig) -> LayerSpecs:
         specs["b_down"] = ((d,), ("embed",), 0.0)
         if cfg.gated_mlp:
             specs["b_gate"] = ((f,), ("mlp",), 0.0)
+    if cfg.qk_norm:
+        specs["q_norm"] = ((hd,), ("kv",), norm_init)
+        specs["k_norm"] = ((hd,), ("kv",), norm_init)
     return specs
 
 
@@ -112,10 +115,13 @@ def decoder_block(
     `rope`: the rotary tables of the positions (`layers.rope_tables`), None without RoPE.
 
     With post_norms (Gemma 2): x + norm(attn(norm x)), then x + norm(mlp(norm x)).
+    With qk_norm (Qwen3): q and k normed per head, over head_dim, before RoPE.
     """
     dt = x_BTD.dtype
     h = norm(x_BTD, p, "attn_norm", cfg)
     q, k, v = (layers.project_heads(h, p, name) for name in ("q", "k", "v"))
+    if cfg.qk_norm:  # Qwen3: each head normed over head_dim, before RoPE
+        q, k = norm(q, p, "q_norm", cfg), norm(k, p, "k_norm", cfg)
     if rope is not None:
         q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
     if kv_cache is not None:

@@ -9,15 +9,15 @@ from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family
 from jirl.models.hf.gpt2 import GPT2
-from jirl.models.hf.llama import GEMMA, GEMMA2, LLAMA, QWEN2
+from jirl.models.hf.llama import GEMMA, GEMMA2, LLAMA, QWEN2, QWEN3
 from jirl.models.hf.t5 import T5
 
-REGISTRY: dict[str, Family] = {f.model_type: f for f in (LLAMA, QWEN2, GEMMA, GEMMA2, GPT2, T5)}
+REGISTRY: dict[str, Family] = {f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GPT2, T5)}
 FAMILIES = tuple(REGISTRY)
 ARCHITECTURES = {name: f.architecture for name, f in REGISTRY.items()}
 TABLES = {name: f.table for name, f in REGISTRY.items()}
 # Asked in this order by family_of: a Gemma 2 config is also a Gemma one, and every decoder a Llama.
-SPECIFICITY = (T5, GPT2, GEMMA2, GEMMA, QWEN2, LLAMA)
+SPECIFICITY = (T5, GPT2, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
 
 
 def get(model_type: Any) -> Family:

@@ -1,7 +1,9 @@
-"""Llama 2/3, Qwen2, Gemma and Gemma 2: one shape of config.json and one tensor table.
+"""Llama 2/3 (3.2 included), Qwen2, Qwen3, Gemma and Gemma 2: one shape of config.json and one tensor table.
 
 They differ in a few flags, set by each family's reader and writer below:
 - Qwen2 always has q/k/v biases (and no other bias);
+- Qwen3 norms each query and key head (RMSNorm over head_dim, before RoPE: q_norm, k_norm) and
+  has no biases unless `attention_bias` (then on q, k, v and o, as Llama);
 - Gemma norms with x * (1 + w) ("rms_plus_one"), scales the embeddings by sqrt(D), ties the
   embeddings by default and reads a legacy "gelu" as the tanh form;
 - Gemma 2 adds post-norms on the attention and MLP outputs, softcaps (c * tanh(x / c)) on the
@@ -27,6 +29,8 @@ LLAMA_TABLE = [
     (_LAYER + "self_attn.v_proj.bias", "bv", "vector"),
     (_LAYER + "self_attn.o_proj.weight", "wo", "linear"),
     (_LAYER + "self_attn.o_proj.bias", "bo", "vector"),
+    (_LAYER + "self_attn.q_norm.weight", "q_norm", "vector"),
+    (_LAYER + "self_attn.k_norm.weight", "k_norm", "vector"),
     (_LAYER + "post_attention_layernorm.weight", "mlp_norm", "vector"),
     (_LAYER + "mlp.gate_proj.weight", "w_gate", "linear"),
     (_LAYER + "mlp.up_proj.weight", "w_up", "linear"),
@@ -130,6 +134,12 @@ def _read_qwen2(hf: dict[str, Any]) -> dict[str, Any]:
     return _check_layer_types(fields, hf.get("layer_types"))
 
 
+def _read_qwen3(hf: dict[str, Any]) -> dict[str, Any]:
+    fields = _shared_fields(hf, tied=False)
+    fields["qk_norm"] = True
+    return _check_layer_types(fields, hf.get("layer_types"))
+
+
 def _gemma_fields(hf: dict[str, Any]) -> dict[str, Any]:
     fields = _shared_fields(hf, tied=True, gelu="gelu_pytorch_tanh")  # as transformers reads "gelu"
     fields.update(norm="rms_plus_one", embed_scale=True)
@@ -186,12 +196,16 @@ def _shared_keys(cfg: ModelConfig) -> dict[str, Any]:
         tie_word_embeddings=cfg.tie_embeddings,
         rope_theta=cfg.rope_theta,
         rope_parameters=rope,
-        hidden_act=activation_name(_ACTIVATIONS_BACK, cfg, "llama, qwen2 or gemma"),
+        hidden_act=activation_name(_ACTIVATIONS_BACK, cfg, "llama, qwen2, qwen3 or gemma"),
     )
 
 
 def _write_llama(cfg: ModelConfig) -> dict[str, Any]:
     return {**_shared_keys(cfg), "attention_bias": cfg.qkv_bias, "mlp_bias": cfg.mlp_bias}
+
+
+def _write_qwen3(cfg: ModelConfig) -> dict[str, Any]:
+    return {**_shared_keys(cfg), "attention_bias": cfg.qkv_bias}
 
 
 def _write_gemma(cfg: ModelConfig) -> dict[str, Any]:
@@ -233,6 +247,14 @@ QWEN2 = Family(
     write_config=_shared_keys,  # no attention_bias / mlp_bias keys: Qwen2's q/k/v biases are implied
     table=LLAMA_TABLE,
     claims=lambda cfg: cfg.qkv_bias and not cfg.out_bias and not cfg.mlp_bias,
+)
+QWEN3 = Family(
+    model_type="qwen3",
+    architecture="Qwen3ForCausalLM",
+    read_config=_read_qwen3,
+    write_config=_write_qwen3,
+    table=LLAMA_TABLE,
+    claims=lambda cfg: cfg.qk_norm,
 )
 GEMMA = Family(
     model_type="gemma",

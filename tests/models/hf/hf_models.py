@@ -29,8 +29,33 @@ MODELS = {
             mlp_bias=True,
         )
     ),
+    # Llama 3.2: tied embeddings with Llama 3 RoPE scaling, nothing else (as the 1B/3B checkpoints).
+    "llama3_2": lambda: transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            **SHAPE,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-5,
+            # wavelengths 6, 167, 4440, 1e5 against 512 / 4 and 512: high, medium, low, low bands
+            rope_parameters=dict(
+                LLAMA3_ROPE, rope_theta=500_000.0, factor=32.0, original_max_position_embeddings=512
+            ),
+            tie_word_embeddings=True,
+        )
+    ),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(
         transformers.Qwen2Config(**SHAPE, num_key_value_heads=2, max_position_embeddings=128)
+    ),
+    # Qwen3: q/k norms, explicit head_dim (not hidden / heads, as Qwen3-0.6B's 128 for 1024 / 16).
+    "qwen3_untied": lambda: transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(
+            **SHAPE, num_key_value_heads=2, head_dim=16, max_position_embeddings=128, rope_theta=1e6
+        )
+    ),
+    "qwen3_tied": lambda: transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(
+            **SHAPE, num_key_value_heads=1, head_dim=8, max_position_embeddings=128, tie_word_embeddings=True
+        )
     ),
     "gemma": lambda: transformers.GemmaForCausalLM(
         transformers.GemmaConfig(**SHAPE, num_key_value_heads=2, head_dim=16, max_position_embeddings=128)

@@ -18,9 +18,9 @@ def _edit_config(folder, **changes):
 
 
 def test_the_registry_is_one_record_per_family():
-    assert hf.FAMILIES == ("llama", "qwen2", "gemma", "gemma2", "gpt2", "t5")
+    assert hf.FAMILIES == ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gpt2", "t5")
     assert hf.ARCHITECTURES["gemma2"] == "Gemma2ForCausalLM" and hf.ARCHITECTURES["t5"].startswith("T5")
-    assert hf.TABLES["qwen2"] is hf.TABLES["llama"] is hf.LLAMA_TABLE
+    assert hf.TABLES["qwen2"] is hf.TABLES["qwen3"] is hf.TABLES["llama"] is hf.LLAMA_TABLE
     assert hf.TABLES["gemma2"] is hf.GEMMA2_TABLE and hf.TABLES["gpt2"] is hf.GPT2_TABLE
     for name, family in hf.REGISTRY.items():
         assert isinstance(family, hf.Family) and family.model_type == name
@@ -31,6 +31,9 @@ def test_the_registry_is_one_record_per_family():
     [
         ("tiny", "llama"),
         ("qwen2_7b", "qwen2"),
+        ("qwen3_0_6b", "qwen3"),
+        ("qwen3_8b", "qwen3"),
+        ("llama3_2_1b", "llama"),
         ("gemma2_2b", "gemma2"),
         ("gpt2_124m", "gpt2"),
         ("t5_tiny", "t5"),
@@ -106,7 +109,11 @@ def test_a_gated_erf_gelu_t5_cannot_be_exported():
 
 @pytest.mark.parametrize(
     "preset, model_type, family",
-    [("tiny", None, "llama, qwen2 or gemma"), ("gpt2_124m", "gpt2", "gpt2"), ("tiny", "gemma2", "llama")],
+    [
+        ("tiny", None, "llama, qwen2, qwen3 or gemma"),
+        ("gpt2_124m", "gpt2", "gpt2"),
+        ("tiny", "gemma2", "llama"),
+    ],
 )
 def test_an_activation_a_family_has_no_name_for_is_refused(preset, model_type, family):
     cfg = models.get_config(preset, activation="relu")
