@@ -5,7 +5,8 @@ raw records (dicts of str). A malformed file is a ConfigError naming the file, t
 expected, never a traceback from deep inside a JSON parser.
 
 Formats:
-- jsonl: one JSON object per line; any field names (dotted paths reach nested fields).
+- jsonl: one JSON object per line; any field names (dotted paths reach nested fields), or chat rows
+  `{"messages": [{"role": ..., "content": ...}, ...]}` (`jirl.data.chat`).
 - gsm8k: the official `train.jsonl` / `test.jsonl` (`question`, `answer` ending in `#### N`).
 - xsum: the release's split file `XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json` and one `ID.data`
   extract per article (`[XSUM]URL[XSUM] ... [XSUM]INTRODUCTION[XSUM] ... [XSUM]RESTBODY[XSUM] ...`),
@@ -23,6 +24,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from jirl.data import chat
 from jirl.errors import ConfigError
 
 # Names a split's file may have, by split.
@@ -76,7 +78,11 @@ def field(row: Mapping[str, Any], name: str, where: str, fmt: str) -> str:
     value: Any = row
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            hint = " (name the fields with --prompt_field / --response_field)" if fmt == "jsonl" else ""
+            hint = (
+                " (name the fields with --prompt_field / --response_field, or give chat rows a 'messages' list)"
+                if fmt == "jsonl"
+                else ""
+            )
             raise ConfigError(
                 f"{where} has no field '{name}' (it has {sorted(row)}); the {fmt} format needs it{hint}."
             )
@@ -92,6 +98,21 @@ def jsonl_records(path: str, fields: Mapping[str, str], fmt: str) -> Iterator[di
     """Records {our name: text} from a JSON-lines file, `fields` mapping our names to the file's."""
     for number, row in read_jsonl(path):
         yield {ours: field(row, theirs, f"{path}:{number}", fmt) for ours, theirs in fields.items()}
+
+
+def jsonl_or_chat_records(path: str, fields: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Like `jsonl_records`; a row with a `messages` list and no prompt field is a chat row:
+    {messages: the conversation as JSON, reference: the reference field or the last assistant turn}."""
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        if "messages" in row and fields["prompt"].split(".")[0] not in row:
+            messages = chat.check_messages(row["messages"], where)
+            reference = messages[chat.last_assistant(messages)]["content"]
+            if "reference" in fields:
+                reference = field(row, fields["reference"], where, "jsonl")
+            yield {"messages": json.dumps(messages, ensure_ascii=False), "reference": reference}
+        else:
+            yield {ours: field(row, theirs, where, "jsonl") for ours, theirs in fields.items()}
 
 
 def split_files(source: str, suffix: str, splits: Sequence[str]) -> dict[str, str]:
@@ -119,6 +140,8 @@ def _jsonl_splits(source: str, fields: Mapping[str, str], fmt: str, splits: Sequ
     if not files:
         names = [n + ".jsonl" for s in splits for n in SPLIT_FILE_NAMES.get(s, (s,))]
         raise ConfigError(f"no split file in '{source}'; the {fmt} format expects some of {names}.")
+    if fmt == "jsonl":
+        return {split: _Lazy(jsonl_or_chat_records, path, fields) for split, path in files.items()}
     return {split: _Lazy(jsonl_records, path, fields, fmt) for split, path in files.items()}
 
 
@@ -135,7 +158,7 @@ class _Lazy:
 def jsonl(source: str, fields: Mapping[str, str]) -> Records:
     """Any JSON-lines data: a folder of split files, or one file (then it is the train split)."""
     if os.path.isfile(source):
-        return {"train": _Lazy(jsonl_records, source, fields, "jsonl")}
+        return {"train": _Lazy(jsonl_or_chat_records, source, fields)}
     return _jsonl_splits(source, fields, "jsonl", tuple(SPLIT_FILE_NAMES))
 
 

@@ -14,6 +14,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from jirl.data.chat import ChatTemplate
 from jirl.data.tasks import Task
 from jirl.data.tokenizer import Tokenizer
 from jirl.errors import ConfigError
@@ -23,6 +24,7 @@ ENCODER_FEATURES = ("encoder_inputs",)
 # Per-token statistics that travel with a batch but never reach the model: 1 at the first token of
 # each example whose prompt or response was cut to fit (see `pop_stats`).
 STATS = ("truncated",)
+ENCODER_DECODER_CHAT = "chat conversations are for decoder-only models; this model is an encoder-decoder."
 
 
 def truncate(prompt_ids: list[int], response_ids: list[int], seq_len: int) -> tuple[list[int], list[int]]:
@@ -63,6 +65,47 @@ def tokenize_example(
     }
 
 
+def chat_template(tokenizer: Tokenizer) -> ChatTemplate:
+    """The tokenizer's chat template; chat data with a tokenizer that has none is refused."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None:
+        where = getattr(tokenizer, "path", None)
+        raise ConfigError(
+            f"the data holds chat conversations but the tokenizer{f' at {where}' if where else ''} has no "
+            "chat template; use tokenizer.kind='hf' with a checkpoint folder that has chat_template.jinja or "
+            "chat_template in its tokenizer_config.json."
+        )
+    return template
+
+
+def tokenize_chat(
+    messages: list[dict], tokenizer: Tokenizer, seq_len: int | None = None
+) -> dict[str, np.ndarray]:
+    """Next-token arrays of a conversation rendered with the tokenizer's chat template (`jirl.data.chat`).
+
+    seq = the ids of the whole rendered conversation (transformers' `apply_chat_template(messages,
+    tokenize=True)`), inputs = seq[:-1], targets = seq[1:]; loss_mask is 1 where the target token
+    overlaps an assistant turn's span, so a multi-turn conversation's mask has one run per assistant
+    turn. With `seq_len`, the tokens before the first response token are the prompt and the rest the
+    response of `truncate`; the first token (BOS, where the template writes one) is always kept.
+    """
+    template = chat_template(tokenizer)
+    text, spans = template.response_spans(messages)
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    in_span = np.zeros(len(ids), np.float32)
+    for start, end in spans:
+        in_span[[k for k, (a, b) in enumerate(offsets) if b > start and a < end]] = 1.0
+    first = int(np.argmax(in_span[1:])) + 1 if np.any(in_span[1:]) else len(ids)
+    keep = np.arange(len(ids))
+    if seq_len is not None and len(ids) - 1 > seq_len:
+        prompt, response = truncate(list(range(1, first)), list(range(first, len(ids))), seq_len)
+        keep = np.asarray([0, *prompt, *response])
+    seq, mask = np.asarray(ids, np.int32)[keep], in_span[keep]
+    truncated = np.zeros(len(seq) - 1, np.float32)
+    truncated[0] = float(len(keep) < len(ids))
+    return {"inputs": seq[:-1], "targets": seq[1:], "loss_mask": mask[1:], "truncated": truncated}
+
+
 def tokenize_seq2seq_example(
     prompt: str, response: str, tokenizer: Tokenizer, start_id: int, seq_len: int | None = None
 ) -> dict[str, np.ndarray]:
@@ -99,6 +142,11 @@ def pop_stats(batch: dict[str, np.ndarray]) -> dict[str, float]:
 def _tokenize_record(
     record: Any, *, task: Task, tokenizer: Tokenizer, seq_len: int, start_id: int | None
 ) -> dict[str, np.ndarray]:
+    messages = task.messages(record)
+    if messages is not None:
+        if start_id is not None:
+            raise ConfigError(ENCODER_DECODER_CHAT)
+        return tokenize_chat(messages, tokenizer, seq_len)
     prompt, response = task.prompt_response(record)
     if start_id is not None:
         return tokenize_seq2seq_example(prompt, response, tokenizer, start_id, seq_len)
@@ -172,6 +220,7 @@ def make_batches(
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index must be in [0, {process_count}), got {process_index}.")
     source = task.source(split, data_dir, task_config)
+    check_chat(task, source, tokenizer)
     ds = grain.MapDataset.source(source)[process_index::process_count]
     if len(ds) == 0:
         raise ConfigError(
@@ -212,6 +261,12 @@ def make_batches(
     return iter(batches)
 
 
+def check_chat(task: Task, source: Any, tokenizer: Tokenizer) -> None:
+    """Refuses chat data (its first record is a conversation) when the tokenizer has no chat template."""
+    if len(source) and task.messages(source[0]) is not None:
+        chat_template(tokenizer)
+
+
 def eval_prompts(
     task: Task,
     split: str,
@@ -223,12 +278,20 @@ def eval_prompts(
     encoder_decoder: bool = False,
 ) -> list[tuple[list[int], str]]:
     """(BOS + prompt ids, reference answer) for the first `limit` records; for an encoder-decoder
-    (prompt ids + EOS, reference), the encoder's input."""
+    (prompt ids + EOS, reference), the encoder's input. A chat record's prompt is the conversation
+    before its last assistant turn plus the template's generation prompt, tokenized whole (the template
+    writes BOS where the model has one)."""
     source = task.source(split, data_dir, task_config)
     count = len(source) if limit is None else min(limit, len(source))
     out = []
     for i in range(count):
         record = source[i]
+        messages = task.messages(record)
+        if messages is not None:
+            if encoder_decoder:
+                raise ConfigError(ENCODER_DECODER_CHAT)
+            out.append((tokenizer.encode(chat_template(tokenizer).prompt(messages)), task.reference(record)))
+            continue
         prompt, _ = task.prompt_response(record)
         ids = tokenizer.encode(prompt)
         ids = ids + [tokenizer.eos_id] if encoder_decoder else [tokenizer.bos_id] + ids

@@ -54,8 +54,11 @@ def format_wmt(raw: Mapping[str, str], config: str) -> dict[str, str]:
 
 
 def format_jsonl(raw: Mapping[str, str], config: str) -> dict[str, str]:
-    """Any JSON lines: the prompt field (a newline added unless it ends in whitespace), then the response."""
+    """Any JSON lines: the prompt field (a newline added unless it ends in whitespace), then the response;
+    a chat row keeps its conversation (rendered with the checkpoint's chat template when tokenized)."""
     del config
+    if "messages" in raw:
+        return {"prompt": "", "response": "", "reference": raw["reference"], "messages": raw["messages"]}
     prompt = raw["prompt"] if raw["prompt"][-1:].isspace() else raw["prompt"] + "\n"
     return {"prompt": prompt, "response": raw["response"], "reference": raw.get("reference", raw["response"])}
 
@@ -89,7 +92,7 @@ _TASKS: dict[str, GeneratedTask | LocalTask] = {
         metric="none",
         source_help=(
             "a .jsonl file (the train split) or a folder of train/validation/test.jsonl, and "
-            "--prompt_field/--response_field naming the fields"
+            "--prompt_field/--response_field naming the fields (or chat rows with a 'messages' list)"
         ),
     ),
     "gsm8k": LocalTask(

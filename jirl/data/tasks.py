@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -125,6 +126,10 @@ class GeneratedTask:
         """Random-access records of `split` (run `prepare` first)."""
         _check_split(self, split)
         return _read_prepared(self, self._builder(data_dir, config), split, config)
+
+    def messages(self, example: Mapping[str, Any]) -> None:
+        """A generated task holds no chat conversations."""
+        del example
 
     def prompt_response(self, example: Mapping[str, Any]) -> tuple[str, str]:
         """(question + "\\n", answer text)."""
@@ -244,6 +249,12 @@ class LocalTask:
         if config == "default":
             config = self.default_config
         return _read_prepared(self, self._builder(data_dir, config), split, config)
+
+    def messages(self, example: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """The conversation of a chat record (`jirl.data.chat`), None for a prompt / response record."""
+        text = example.get("messages")
+        text = None if text is None else _text(text)
+        return json.loads(text) if text else None
 
     def prompt_response(self, example: Mapping[str, Any]) -> tuple[str, str]:
         return _text(example["prompt"]), _text(example["response"])

@@ -1,4 +1,5 @@
-"""TFDS builder `jirl_text`: prompt / response / reference text from files a user has on disk.
+"""TFDS builder `jirl_text`: prompt / response / reference text (or a chat conversation) from files a
+user has on disk.
 
 One builder serves every local task: its config is named after the task and variant (`gsm8k`,
 `wmt-de-en`, `jsonl-mydata`), so each lands in its own folder, DATA_DIR/jirl_text/NAME/1.0.0, as
@@ -12,7 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow_datasets as tfds
 
-FEATURES = ("prompt", "response", "reference")
+# `messages`: a chat conversation as JSON (`jirl.data.chat`), "" for prompt / response records; data
+# prepared before it existed reads back with messages None.
+FEATURES = ("prompt", "response", "reference", "messages")
 
 
 @dataclasses.dataclass

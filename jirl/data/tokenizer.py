@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from jirl.data.chat import ChatTemplate
 from jirl.errors import ConfigError
 
 
@@ -170,6 +171,7 @@ class HFTokenizer:
     Special tokens, by precedence: the `bos`/`eos`/`pad` arguments, then `tokenizer_config.json`
     and `special_tokens_map.json` beside the file, then common names (`<s>`, `</s>`,
     `<|endoftext|>`, ...). A missing BOS or pad falls back to EOS; a missing EOS is an error.
+    `chat_template` is the folder's chat template (`jirl.data.chat`), None when it has none.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class HFTokenizer:
         self.bos_id = eos_id if bos_id is None else bos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+        self.chat_template = ChatTemplate.from_folder(self.path.parent)
 
     def _special(self, role: str, explicit: dict, configured: dict, names: tuple[str, ...]) -> int | None:
         """The id of the `role` token: explicit, then configured (both must exist), then by name."""
@@ -210,6 +213,11 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without special tokens."""
         return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of `text` (as `encode`) and each token's [start, end) character span in it."""
+        encoding = self.hf.encode(text, add_special_tokens=False)
+        return encoding.ids, [tuple(o) for o in encoding.offsets]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text up to the first EOS; special tokens are skipped."""

@@ -23,9 +23,14 @@ def sentencepiece_path(task: Task, data_dir: str, config: str, vocab_size: int) 
 
 
 def training_text(task: Task, data_dir: str, config: str) -> Iterator[str]:
-    """Prompt and response of every train example (the task must be prepared)."""
+    """Prompt and response of every train example, or each turn of a conversation (the task must be
+    prepared)."""
     source = task.source("train", data_dir, config)
     for i in range(len(source)):
+        messages = task.messages(source[i])
+        if messages is not None:
+            yield from (m["content"] for m in messages)
+            continue
         prompt, response = task.prompt_response(source[i])
         yield prompt
         yield response

@@ -3,8 +3,9 @@
 Static shapes throughout, no host round trip but one scalar (the longest prompt, which picks the
 prompt block's length among a few buckets):
 
-1. `prompt_block`: row b's prompt is its source row's inputs before the first response position,
-   BOS + p_1 .. p_n, n_b = #{t : seg_t = 1, m_t = 0} + 1 tokens; it is right-aligned in a [B, P] block
+1. `prompt_block`: row b's prompt is its source row's inputs before its last run of response
+   positions, BOS + p_1 .. p_n, n_b = s_b + 1 tokens (s_b the run's first position; for one response,
+   #{t : seg_t = 1, m_t = 0}); it is right-aligned in a [B, P] block
    (left padding, as `jirl.sampling.decode` reads prompts). The source row is b itself, or with K
    samples per prompt (GAIL) b // K: rows bK .. bK + K - 1 answer the prompt of row b.
 2. `sampling.decode` continues the block with one key per row: fold_in(fold_in(key(seed), step), b)
@@ -33,10 +34,16 @@ def _source_rows(batch_size: int, samples_per_prompt: int) -> jax.Array:
 
 
 def prompt_lengths(expert: dict[str, jax.Array]) -> jax.Array:
-    """n_b [B]: BOS + prompt tokens of each row (0 for an empty row)."""
+    """n_b [B]: BOS + prompt tokens of each row (0 for an empty row): the positions before the start
+    s_b of the row's last run of response positions, plus one (a multi-turn conversation is prompted
+    with everything before its last assistant turn); a row without response positions counts all."""
     segment_BT = expert["segment_ids"] > 0
-    prompt_BT = segment_BT & (expert["loss_mask"] == 0)
-    return jnp.where(jnp.any(segment_BT, axis=1), jnp.sum(prompt_BT, axis=1) + 1, 0).astype(jnp.int32)
+    response_BT = segment_BT & (expert["loss_mask"] > 0)
+    before_BT = jnp.pad(response_BT[:, :-1], ((0, 0), (1, 0)))
+    t_BT = jnp.broadcast_to(jnp.arange(response_BT.shape[1]), response_BT.shape)
+    start_B = jnp.max(jnp.where(response_BT & ~before_BT, t_BT, -1), axis=1)
+    start_B = jnp.where(start_B >= 0, start_B, jnp.sum(segment_BT, axis=1))
+    return jnp.where(jnp.any(segment_BT, axis=1), start_B + 1, 0).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("length", "pad_id", "samples_per_prompt"))

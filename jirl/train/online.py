@@ -38,7 +38,9 @@ def prompts_of(batch: dict[str, np.ndarray]) -> list[list[int]]:
     encoder-decoder batch, the encoder segments (prompt + EOS) in row and segment order.
 
     Within a decoder segment the prompt positions come first (loss_mask 0): their inputs are BOS,
-    p_1 .. p_{n-1}, and the input at the first response position is p_n.
+    p_1 .. p_{n-1}, and the input at the first response position is p_n. A multi-turn conversation
+    (several runs of loss_mask 1) is prompted with everything before its last run: the conversation
+    up to its last assistant turn plus the generation prompt.
     """
     if "encoder_inputs" in batch:
         return [
@@ -51,9 +53,18 @@ def prompts_of(batch: dict[str, np.ndarray]) -> list[list[int]]:
         segments = batch["segment_ids"][row]
         for seg in np.unique(segments[segments > 0]):
             where = np.flatnonzero(segments == seg)
-            n_prompt = int(np.sum(batch["loss_mask"][row, where] == 0))
-            prompts.append(batch["inputs"][row, where[: n_prompt + 1]].tolist())
+            prompts.append(
+                batch["inputs"][
+                    row, where[: last_response_start(batch["loss_mask"][row, where]) + 1]
+                ].tolist()
+            )
     return prompts
+
+
+def last_response_start(mask: np.ndarray) -> int:
+    """The position where the last run of 1s in one example's loss mask starts (its length without one)."""
+    starts = np.flatnonzero((mask > 0) & (np.concatenate([[0.0], mask[:-1]]) == 0))
+    return int(starts[-1]) if starts.size else len(mask)
 
 
 def pack(
