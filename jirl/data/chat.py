@@ -61,7 +61,8 @@ def check_messages(messages: Any, where: str) -> Messages:
             )
         if message["role"] not in ROLES:
             raise ConfigError(
-                f"{where} message {i} has the unknown role {message['role']!r}; accepted roles are {list(ROLES)}."
+                f"{where} message {i} has the unknown role {message['role']!r}; "
+                f"accepted roles are {list(ROLES)}."
             )
         if not isinstance(message.get("content"), str):
             raise ConfigError(
@@ -160,8 +161,8 @@ class ChatTemplate:
                 found = text.find(marker, len(prompt)) if marker else -1
                 if found < 0:
                     raise ConfigError(
-                        f"the chat template rewrites assistant turn {i} within the whole conversation and its "
-                        "end-of-turn marker is not found after it; the turn cannot be located."
+                        f"the chat template rewrites assistant turn {i} within the whole conversation and "
+                        "its end-of-turn marker is not found after it; the turn cannot be located."
                     )
                 end = found + len(marker)
             spans.append((len(prompt), max(end, len(prompt))))

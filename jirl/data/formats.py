@@ -79,7 +79,7 @@ def field(row: Mapping[str, Any], name: str, where: str, fmt: str) -> str:
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             hint = (
-                " (name the fields with --prompt_field / --response_field, or give chat rows a 'messages' list)"
+                " (name the fields with --prompt_field / --response_field; chat rows have 'messages')"
                 if fmt == "jsonl"
                 else ""
             )

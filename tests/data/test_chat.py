@@ -1,3 +1,4 @@
+# ruff: noqa: E501 (the chat templates are kept as published, long lines and all)
 """Chat rows: tokens equal transformers' apply_chat_template with real-world templates, masks cover every
 assistant turn, the pipeline packs them, eval and online sampling prompt with the generation prompt."""
 
