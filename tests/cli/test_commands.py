@@ -214,3 +214,39 @@ def test_train_jsonl_from_source_counts_truncations(tmp_path, capsys):
     # Prompts of the five train questions are 29-34 bytes: with BOS, EOS and the answer all exceed 24.
     assert record["truncated_examples"] == 10 and record["truncated_fraction"] == 1.0
     assert "eval_loss" in record
+
+
+def _chat_file(path, messages):
+    path.write_text((json.dumps({"messages": messages}) + "\n") * 2)  # one for train, one for validation
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("role", "chat.jsonl:1 message 1 has the unknown role 'bot'; accepted roles are"),
+        ("no_assistant", "chat.jsonl:1 has no assistant turn; a chat row needs at least one (the response)."),
+        ("no_template", "the data holds chat conversations but the tokenizer at "),
+    ],
+)
+def test_chat_data_refusals_are_one_line_and_exit_2(case, message, tmp_path, capsys):
+    """A chat row with an unknown role or no assistant turn; chat data and a checkpoint without a template."""
+    from tokenizers import Tokenizer, models
+
+    user = {"role": "user", "content": "1 plus 1?"}
+    turns = {"role": [user, {"role": "bot", "content": "2"}], "no_assistant": [user]}
+    source = _chat_file(tmp_path / "chat.jsonl", turns.get(case, [user, {"role": "assistant", "content": "2"}]))
+    if case != "no_template":
+        argv = ["prepare", "--task=jsonl", f"--source={source}", f"--data_dir={tmp_path / 'data'}"]
+    else:
+        checkpoint = tmp_path / "checkpoint"  # a tokenizer folder without chat_template
+        checkpoint.mkdir()
+        Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1}, unk_token="<unk>")).save(str(checkpoint / "tokenizer.json"))
+        argv = [
+            "train", f"--config={JSONL}:mle", f"--workdir={tmp_path / 'run'}", "--config.model.preset=tiny",
+            f"--config.task.data_dir={tmp_path / 'data'}", f"--config.task.source={source}",
+            "--config.task.config=chat", "--config.tokenizer.kind=hf", f"--config.tokenizer.path={checkpoint}",
+        ]  # fmt: skip
+    assert cli.main(argv) == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("jirl: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], error_lines
