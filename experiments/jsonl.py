@@ -5,7 +5,9 @@ out for validation). Name the dataset with task.config; it is prepared on the fi
   jirl train --config experiments/jsonl.py:iqlearn --workdir runs/mydata \
       --config.task.source=PATH/TO/data.jsonl --config.task.config=mydata \
       --config.task.prompt_field=question --config.task.response_field=answer
-Dotted field names reach nested objects (meta.answer).
+Dotted field names reach nested objects (meta.answer). Rows {"messages": [{"role", "content"}, ...]}
+are chat conversations, rendered with the checkpoint's chat template: add
+--config.model.init_from=CHECKPOINT --config.tokenizer.kind=hf (jirl.data.chat).
 """
 
 from ml_collections import ConfigDict
