@@ -235,17 +235,22 @@ def test_chat_data_refusals_are_one_line_and_exit_2(case, message, tmp_path, cap
 
     user = {"role": "user", "content": "1 plus 1?"}
     turns = {"role": [user, {"role": "bot", "content": "2"}], "no_assistant": [user]}
-    source = _chat_file(tmp_path / "chat.jsonl", turns.get(case, [user, {"role": "assistant", "content": "2"}]))
+    source = _chat_file(
+        tmp_path / "chat.jsonl", turns.get(case, [user, {"role": "assistant", "content": "2"}])
+    )
     if case != "no_template":
         argv = ["prepare", "--task=jsonl", f"--source={source}", f"--data_dir={tmp_path / 'data'}"]
     else:
         checkpoint = tmp_path / "checkpoint"  # a tokenizer folder without chat_template
         checkpoint.mkdir()
-        Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1}, unk_token="<unk>")).save(str(checkpoint / "tokenizer.json"))
+        Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1}, unk_token="<unk>")).save(
+            str(checkpoint / "tokenizer.json")
+        )
         argv = [
             "train", f"--config={JSONL}:mle", f"--workdir={tmp_path / 'run'}", "--config.model.preset=tiny",
             f"--config.task.data_dir={tmp_path / 'data'}", f"--config.task.source={source}",
-            "--config.task.config=chat", "--config.tokenizer.kind=hf", f"--config.tokenizer.path={checkpoint}",
+            "--config.task.config=chat", "--config.tokenizer.kind=hf",
+            f"--config.tokenizer.path={checkpoint}",
         ]  # fmt: skip
     assert cli.main(argv) == 2
     error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("jirl: error:")]
