@@ -170,7 +170,8 @@ class ChatTemplate:
 
     def prompt(self, messages: Sequence[Mapping[str, Any]]) -> str:
         """The conversation before its last assistant turn, plus the generation prompt."""
-        return self.render(messages[: last_assistant(messages)], add_generation_prompt=True)
+        last = last_assistant(messages)
+        return self.render(messages[:last], add_generation_prompt=True) if last else self._first_prompt()
 
     def _first_prompt(self) -> str:
         """The text before a conversation's first turn when it is an assistant turn: what the template
