@@ -9,19 +9,29 @@ from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family
 from jirl.models.hf.gpt2 import GPT2
-from jirl.models.hf.llama import GEMMA, GEMMA2, LLAMA, QWEN2, QWEN3
+from jirl.models.hf.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, QWEN2, QWEN3
 from jirl.models.hf.t5 import T5
 
-REGISTRY: dict[str, Family] = {f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GPT2, T5)}
+REGISTRY: dict[str, Family] = {
+    f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, GPT2, T5)
+}
 FAMILIES = tuple(REGISTRY)
 ARCHITECTURES = {name: f.architecture for name, f in REGISTRY.items()}
 TABLES = {name: f.table for name, f in REGISTRY.items()}
-# Asked in this order by family_of: a Gemma 2 config is also a Gemma one, and every decoder a Llama.
-SPECIFICITY = (T5, GPT2, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
+# Asked in this order by family_of: a Gemma 3 config is also a Gemma 2 and a Qwen3 one, a Gemma 2
+# config a Gemma one, and every decoder a Llama.
+SPECIFICITY = (T5, GPT2, GEMMA3, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
+# Model types jirl knows and does not read, and what to give it instead.
+NOT_READ = {
+    "gemma3": "Gemma 3's multimodal config (Gemma3ForConditionalGeneration, text and vision) is not read; "
+    "accepted: its text model as model_type 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b)",
+}
 
 
 def get(model_type: Any) -> Family:
     """The family of a Hugging Face model_type; refuses one jirl does not read, naming those it does."""
+    if model_type in NOT_READ:
+        raise ConfigError(f"Hugging Face model_type {model_type!r}: {NOT_READ[model_type]}.")
     if model_type not in REGISTRY:
         raise ConfigError(
             f"Hugging Face model_type {model_type!r} is not supported; accepted: {list(FAMILIES)}."
@@ -56,9 +66,11 @@ def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, A
     compute = {k: getattr(cfg, k) for k in COMPUTE_OPTIONS}
     back = config_from_hf(hf, **compute)
     differ = [f.name for f in dataclasses.fields(cfg) if getattr(back, f.name) != getattr(cfg, f.name)]
-    unused = {"sliding_pattern"} if cfg.sliding_window <= 0 else set()  # options that do not apply
+    unused = {"sliding_pattern", "rope_local_theta"} if cfg.sliding_window <= 0 else set()  # do not apply
+    if cfg.rope_scaling != "llama3":
+        unused |= {"rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
     if cfg.rope_scaling == "none":
-        unused |= {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+        unused.add("rope_factor")
     if not cfg.is_encoder_decoder:
         unused |= {"relative_buckets", "relative_max_distance", "decoder_start_id"}
     differ = [k for k in differ if k not in unused]
