@@ -199,6 +199,20 @@ _T5_V1_1 = dict(
     relative_max_distance=128,
 )
 
+# Gemma 3's shared options (gemma-3-*/config.json; query_pre_attn_scalar 256 = head_dim).
+_GEMMA3 = dict(
+    head_dim=256,
+    rope_theta=1_000_000.0,
+    rope_local_theta=10_000.0,
+    tie_embeddings=True,
+    norm="rms_plus_one",
+    activation="gelu_tanh",
+    embed_scale=True,
+    post_norms=True,
+    qk_norm=True,
+    sliding_pattern=6,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Unit tests: a few thousand parameters.
     "tiny": dict(
@@ -291,6 +305,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         final_softcap=30.0,
         sliding_window=4096,
     ),
+    # Gemma 3: Gemma 2's layout with q/k norms, a 5:1 local:global pattern, the local layers' own RoPE base.
+    "gemma3_1b": dict(_GEMMA3, vocab_size=262_144, embed_dim=1152, num_layers=26, num_heads=4,
+                      num_kv_heads=1, mlp_dim=6912, max_len=32_768, sliding_window=512),
+    # The text model of Gemma 3 4B (the checkpoint adds a SigLIP vision tower): linear RoPE scaling, factor 8.
+    "gemma3_4b": dict(_GEMMA3, vocab_size=262_208, embed_dim=2560, num_layers=34, num_heads=8,
+                      num_kv_heads=4, mlp_dim=10_240, max_len=131_072, sliding_window=1024,
+                      rope_scaling="linear", rope_factor=8.0),
     "qwen2_7b": dict(
         vocab_size=152_064,
         embed_dim=3584,

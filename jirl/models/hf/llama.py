@@ -7,7 +7,8 @@ They differ in a few flags, set by each family's reader and writer below:
 - Gemma norms with x * (1 + w) ("rms_plus_one"), scales the embeddings by sqrt(D), ties the
   embeddings by default and reads a legacy "gelu" as the tanh form;
 - Gemma 2 adds post-norms on the attention and MLP outputs, softcaps (c * tanh(x / c)) on the
-  attention and output logits, and a sliding window on every other layer (layer 2k: sliding);
+  attention and output logits, and a sliding window on every other layer (layer 2k: sliding; or
+  the regular pattern `layer_types` lists);
 - Gemma 3 (text, "gemma3_text") keeps Gemma 2's post-norms and adds Qwen3's q/k norms (with Gemma's
   (1 + w)); the window is on 5 of every 6 layers (`layer_types`, or `sliding_window_pattern` 6:
   layer i global when (i + 1) % 6 == 0), whose RoPE has its own base (`rope_local_base_freq`, 10k)
@@ -134,6 +135,15 @@ def _check_layer_types(fields: dict[str, Any], layer_types: list[str] | None) ->
     return fields
 
 
+def _layer_pattern(fields: dict[str, Any], layer_types: list[str], every: int) -> dict[str, Any]:
+    """The fields with the sliding window pattern of `layer_types` (transformers' default: every
+    `every`-th layer global), checked: the first global layer gives the pattern (layer i global when
+    (i + 1) % pattern == 0); with no global layer, any pattern longer than the model."""
+    full = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
+    fields["sliding_pattern"] = full[0] + 1 if full else max(fields["num_layers"] + 1, every)
+    return _check_layer_types(fields, layer_types)
+
+
 def _read_llama(hf: dict[str, Any]) -> dict[str, Any]:
     return _check_layer_types(_shared_fields(hf, tied=False), hf.get("layer_types"))
 
@@ -169,14 +179,13 @@ def _read_gemma2(hf: dict[str, Any]) -> dict[str, Any]:
         attn_softcap=float(hf.get("attn_logit_softcapping") or 0.0),
         final_softcap=float(hf.get("final_logit_softcapping") or 0.0),
         sliding_window=int(hf.get("sliding_window") or 0),
-        sliding_pattern=2,
     )
     layer_types = hf.get("layer_types")
-    if layer_types is None:
+    if layer_types is None:  # transformers: every other layer global (layer 2k + 1)
         layer_types = [
             "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(fields["num_layers"])
         ]
-    return _check_layer_types(fields, layer_types)
+    return _layer_pattern(fields, layer_types, 2)
 
 
 # transformers' Gemma3TextConfig defaults, which config.json files rely on for the keys they omit.
@@ -245,14 +254,13 @@ def _read_gemma3(hf: dict[str, Any]) -> dict[str, Any]:
         final_softcap=float(hf.get("final_logit_softcapping") or 0.0),
         sliding_window=int(hf["sliding_window"] or 0),
     )
-    n = fields["num_layers"]
     layer_types = hf.get("layer_types")
+    every = hf.get("sliding_window_pattern", 6)
     if layer_types is None:  # transformers: layer i is global when (i + 1) % sliding_window_pattern == 0
-        every = hf.get("sliding_window_pattern", 6)
-        layer_types = ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n)]
-    full = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
-    fields["sliding_pattern"] = full[0] + 1 if full else max(n + 1, 6)  # no global layer: any pattern > n
-    return _check_layer_types(fields, layer_types)
+        layer_types = [
+            "sliding_attention" if (i + 1) % every else "full_attention" for i in range(fields["num_layers"])
+        ]
+    return _layer_pattern(fields, layer_types, 6)
 
 
 # ---------------------------------------------------------------------------------------------

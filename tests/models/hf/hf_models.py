@@ -102,8 +102,13 @@ TOKENS = np.random.default_rng(0).integers(0, 97, (2, 12))
 
 def random_hf(name: str) -> torch.nn.Module:
     """A tiny HF model in eval mode with every parameter perturbed (so biases and norms matter)."""
+    return perturbed(MODELS[name])
+
+
+def perturbed(build) -> torch.nn.Module:
+    """The model `build()` makes (seed 0), in eval mode, with every parameter perturbed."""
     torch.manual_seed(0)
-    model = MODELS[name]().eval()
+    model = build().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
