@@ -9,29 +9,22 @@ from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family
 from jirl.models.hf.gpt2 import GPT2
-from jirl.models.hf.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, QWEN2, QWEN3
+from jirl.models.hf.llama import GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL, LLAMA, QWEN2, QWEN3
 from jirl.models.hf.t5 import T5
 
 REGISTRY: dict[str, Family] = {
-    f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, GPT2, T5)
+    f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL, GPT2, T5)
 }
 FAMILIES = tuple(REGISTRY)
 ARCHITECTURES = {name: f.architecture for name, f in REGISTRY.items()}
 TABLES = {name: f.table for name, f in REGISTRY.items()}
 # Asked in this order by family_of: a Gemma 3 config is also a Gemma 2 and a Qwen3 one, a Gemma 2
-# config a Gemma one, and every decoder a Llama.
+# config a Gemma one, and every decoder a Llama. The multimodal gemma3 is read only (as gemma3_text).
 SPECIFICITY = (T5, GPT2, GEMMA3, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
-# Model types jirl knows and does not read, and what to give it instead.
-NOT_READ = {
-    "gemma3": "Gemma 3's multimodal config (Gemma3ForConditionalGeneration, text and vision) is not read; "
-    "accepted: its text model as model_type 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b)",
-}
 
 
 def get(model_type: Any) -> Family:
     """The family of a Hugging Face model_type; refuses one jirl does not read, naming those it does."""
-    if model_type in NOT_READ:
-        raise ConfigError(f"Hugging Face model_type {model_type!r}: {NOT_READ[model_type]}.")
     if model_type not in REGISTRY:
         raise ConfigError(
             f"Hugging Face model_type {model_type!r} is not supported; accepted: {list(FAMILIES)}."

@@ -16,13 +16,16 @@ They differ in a few flags, set by each family's reader and writer below:
   transformers 5 writes both RoPEs as `rope_parameters` per layer type. Gemma 3 has no soft-caps:
   transformers applies a `final_logit_softcapping` (read) and ignores an `attn_logit_softcapping`
   (refused when set). Unset keys take transformers' Gemma3TextConfig defaults, which the published
-  config.json files rely on (4B's text_config names a few keys only).
+  config.json files rely on (4B's text_config names a few keys only). The multimodal "gemma3"
+  (Gemma3ForConditionalGeneration) is read as its text model: `text_config`, the tensors under
+  "language_model.", the vision tower skipped; jirl writes it back as "gemma3_text".
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family, activation, activation_name, refuse, require
 
@@ -263,6 +266,30 @@ def _read_gemma3(hf: dict[str, Any]) -> dict[str, Any]:
     return _layer_pattern(fields, layer_types, 6)
 
 
+def _read_gemma3_multimodal(hf: dict[str, Any]) -> dict[str, Any]:
+    """Gemma3ForConditionalGeneration: its text model, `text_config` (tied as the whole model is)."""
+    text = dict(hf.get("text_config") or {})
+    text["tie_word_embeddings"] = hf.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
+    return _read_gemma3(text)
+
+
+def _gemma3_text_names(hf_name: str) -> tuple[str, ...]:
+    """Where Gemma3ForConditionalGeneration holds a text-model tensor: "language_model." before the
+    Gemma3ForCausalLM name (the published files, and transformers 5 writes them so), or
+    "model.language_model." in place of its "model." (transformers 5's modules)."""
+    inner = (
+        ("model.language_model." + hf_name.removeprefix("model."),) if hf_name.startswith("model.") else ()
+    )
+    return ("language_model." + hf_name, *inner)
+
+
+def _write_gemma3_multimodal(cfg: ModelConfig) -> dict[str, Any]:
+    raise ConfigError(
+        "jirl writes no vision tower: a Gemma 3 model is written as Hugging Face model_type 'gemma3_text' "
+        "(Gemma3ForCausalLM); accepted: model_type 'gemma3_text' or None."
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # ModelConfig -> config.json
 
@@ -400,4 +427,20 @@ GEMMA3 = Family(
     write_config=_write_gemma3,
     table=GEMMA2_TABLE,  # Gemma 2's tensors; q_norm / k_norm are rows of the Llama table already
     claims=lambda cfg: cfg.rope_local_theta > 0 or (cfg.qk_norm and cfg.norm == "rms_plus_one"),
+)
+# The multimodal Gemma 3 (4B and up): its text model is read, its vision tower skipped; never written.
+GEMMA3_MULTIMODAL = Family(
+    model_type="gemma3",
+    architecture="Gemma3ForConditionalGeneration",
+    read_config=_read_gemma3_multimodal,
+    write_config=_write_gemma3_multimodal,
+    table=GEMMA2_TABLE,
+    claims=lambda cfg: False,  # a config is written as gemma3_text
+    aliases=_gemma3_text_names,
+    foreign=(
+        "vision_tower.",
+        "multi_modal_projector.",
+        "model.vision_tower.",
+        "model.multi_modal_projector.",
+    ),
 )

@@ -1,7 +1,7 @@
 """Gemma 3 (text) checkpoints (the parity of logits, export and decoding is test_hf_checkpoint.py's, over
 hf_models.MODELS): gemma-3-1b's config.json as published loads as is; both RoPEs and the 5:1 window
-pattern read from either form of config.json; linear RoPE scaling; what jirl does not implement is
-refused by name."""
+pattern read from either form of config.json; linear RoPE scaling; the multimodal Gemma 3 read as its
+text model; what jirl does not implement is refused by name."""
 
 import json
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import transformers
 from hf_models import SHAPE, TOKENS, hf_logits, perturbed
+from safetensors.numpy import load_file, save_file
 
 from jirl import models
 from jirl.errors import ConfigError
@@ -150,9 +151,32 @@ def test_gemma3_options_jirl_lacks_are_refused_by_name(changes, message):
     assert "\n" not in str(error.value)
 
 
-def test_the_multimodal_gemma3_config_is_refused_with_what_is_accepted():
-    hub = dict(model_type="gemma3", text_config=GEMMA3_1B_SHRUNK, vision_config={})
-    with pytest.raises(
-        ConfigError, match="model_type 'gemma3'.*accepted: its text model as model_type 'gemma3_text'"
-    ):
-        hf.config_from_hf(hub)
+def _multimodal_gemma3():
+    """A tiny Gemma3ForConditionalGeneration: the shrunk gemma-3-1b text model and a one-layer SigLIP."""
+    text = {k: v for k, v in GEMMA3_1B_SHRUNK.items() if k not in ("architectures", "torch_dtype")}
+    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=28, patch_size=14)  # fmt: skip
+    config = transformers.Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=96,
+        boi_token_index=94, eoi_token_index=95, attn_implementation="eager",
+    )  # fmt: skip
+    return perturbed(lambda: transformers.Gemma3ForConditionalGeneration(config))
+
+
+def test_the_multimodal_gemma3_loads_as_its_text_model(tmp_path):
+    """model_type gemma3: text_config and the language model's tensors; the vision tower is skipped;
+    the text logits are transformers'; it is written back as gemma3_text."""
+    model = _multimodal_gemma3()
+    model.save_pretrained(tmp_path)  # tensors named language_model.model.* (as the published files)
+    ours = hf.load(tmp_path)
+    assert ours.config == hf.config_from_hf(GEMMA3_1B_SHRUNK) and hf.family_of(ours.config) == "gemma3_text"
+    theirs = hf_logits(model, TOKENS)
+    np.testing.assert_allclose(np.asarray(ours(jnp.asarray(TOKENS))), theirs, atol=1e-4, rtol=0)
+    # transformers 5's module names (model.language_model.*) are found too.
+    tensors = load_file(tmp_path / "model.safetensors")
+    renamed = {k.replace("language_model.model.", "model.language_model."): v for k, v in tensors.items()}
+    save_file(renamed, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    _, params = hf.load_params(tmp_path)
+    np.testing.assert_array_equal(params["embed"], tensors["language_model.model.embed_tokens.weight"])
+    with pytest.raises(ConfigError, match="written as Hugging Face model_type 'gemma3_text'"):
+        hf.config_to_hf(ours.config, "gemma3")
