@@ -18,7 +18,17 @@ def _edit_config(folder, **changes):
 
 
 def test_the_registry_is_one_record_per_family():
-    assert hf.FAMILIES == ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "t5")
+    assert hf.FAMILIES == (
+        "llama",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gemma3",
+        "gpt2",
+        "t5",
+    )
     assert hf.ARCHITECTURES["gemma2"] == "Gemma2ForCausalLM" and hf.ARCHITECTURES["t5"].startswith("T5")
     assert hf.TABLES["qwen2"] is hf.TABLES["qwen3"] is hf.TABLES["llama"] is hf.LLAMA_TABLE
     assert (
