@@ -231,7 +231,8 @@ class Transformer(nnx.Module):
         if cfg.position_embedding == "rope":
             rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_theta, rope_inv_freq(cfg))
             if cfg.sliding_window > 0 and cfg.rope_local_theta > 0:  # Gemma 3: the local layers' own RoPE
-                local_rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_local_theta)
+                local_freq = layers.default_inv_freq(cfg.head_dim, cfg.rope_local_theta)
+                local_rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_local_theta, local_freq)
 
         def body(x, layer):
             params, (kv, is_global) = layer

@@ -136,7 +136,9 @@ def test_llama_layout_keeps_its_init_order():
 def test_gemma3_windows_and_local_rope_agree_scanned_unrolled_blocked_and_cached():
     """Gemma 3's options (a window on 2 of every 3 layers here, the local layers' own RoPE base, linear
     scaling on the global ones) give one function whether the layers are scanned (a traced layer index
-    picks the mask and the RoPE) or unrolled, attention blocked or dense, a sequence whole or decoded."""
+    picks the mask and the RoPE) or unrolled, attention blocked or dense, a sequence whole or decoded
+    one token at a time through a scanned cache (as on accelerators; unrolled, decoding matches
+    transformers' generate in tests/models/hf)."""
     gemma3 = dict(norm="rms_plus_one", embed_scale=True, post_norms=True, qk_norm=True, num_layers=3,
                   sliding_window=5, sliding_pattern=3, rope_local_theta=100.0, rope_scaling="linear",
                   rope_factor=4.0)  # fmt: skip
@@ -154,9 +156,8 @@ def test_gemma3_windows_and_local_rope_agree_scanned_unrolled_blocked_and_cached
     np.testing.assert_allclose(blocked, dense, rtol=1e-5, atol=1e-5)
     scanned = build(scan_layers=True)[0]
     np.testing.assert_allclose(apply(scanned, params, tokens[:, :12]), dense[:, :12], rtol=1e-5, atol=1e-5)
-    steps, cache = apply(scanned, params, tokens[:, :6], cache=models.init_cache(cfg, 2, 16))
-    steps = [steps]
-    for t in range(6, 12):  # past the window of 5
+    cache, steps = models.init_cache(cfg, 2, 16), []
+    for t in range(12):  # past the window of 5
         logits, cache = apply(scanned, params, tokens[:, t : t + 1], cache=cache)
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, 1), dense[:, :12], rtol=1e-5, atol=1e-5)

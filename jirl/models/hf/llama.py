@@ -246,14 +246,13 @@ def _read_gemma3(hf: dict[str, Any]) -> dict[str, Any]:
         {k: v for k, v in hf.items() if k not in ("rope_parameters", "rope_scaling")}, True
     )
     fields.update(_gemma3_rope(hf))
+    query_scale = float(hf["query_pre_attn_scalar"])
     fields.update(
         norm="rms_plus_one",
         embed_scale=True,
         qk_norm=True,
         post_norms=True,
-        query_scale=0.0
-        if hf["query_pre_attn_scalar"] == fields["head_dim"]
-        else float(hf["query_pre_attn_scalar"]),
+        query_scale=0.0 if query_scale == fields["head_dim"] else query_scale,  # 0: head_dim
         final_softcap=float(hf.get("final_logit_softcapping") or 0.0),
         sliding_window=int(hf["sliding_window"] or 0),
     )
