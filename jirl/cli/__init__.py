@@ -4,7 +4,7 @@
 `jirl prepare --task NAME --source PATH [--task_config C] [--data_dir DIR] [--vocab_size N]`;
 `jirl plan --config experiments/FILE.py[:ARG] (--topology v5e:4x4 | --devices N) [--config.KEY=VALUE ...]`;
 `jirl eval --workdir DIR [--split S] [--samples K] [--temperature T,...] [--rerank N]`;
-`jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2|t5]`.
+`jirl export --workdir DIR --out PATH [--model_type llama|qwen2|qwen3|gemma|gemma2|gemma3_text|gpt2|t5]`.
 
 Input a user can fix (an unknown config key, objective, preset or task, a malformed batch: a
 `jirl.errors.ConfigError`) is reported as one line on stderr with exit status 2, and so is a run

@@ -178,7 +178,8 @@ def export(args: list[str]) -> int:
     parse_flags(fv, args)
     if not fv.workdir or not fv.out:
         raise UsageError(
-            "usage: jirl export --workdir DIR --out PATH [--model_type llama|qwen2|gemma|gemma2|gpt2|t5]"
+            "usage: jirl export --workdir DIR --out PATH "
+            "[--model_type llama|qwen2|qwen3|gemma|gemma2|gemma3_text|gpt2|t5]"
         )
     import shutil
 

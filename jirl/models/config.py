@@ -11,7 +11,7 @@ from jirl.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
-ROPE_SCALINGS = ("none", "llama3")
+ROPE_SCALINGS = ("none", "llama3", "linear")
 POSITION_EMBEDDINGS = ("rope", "learned", "relative")
 NORMS = ("rms", "rms_plus_one", "layer")
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu", "relu")
@@ -22,7 +22,7 @@ ATTENTIONS = ("auto", "blocked", "dense")
 class ModelConfig:
     """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention.
 
-    The options after `attention` describe other decoder families (Qwen2/3, Gemma 1/2, GPT-2; see
+    The options after `attention` describe other decoder families (Qwen2/3, Gemma 1/2/3, GPT-2; see
     jirl.models.hf); their defaults are the Llama decoder.
     """
 
@@ -41,8 +41,9 @@ class ModelConfig:
     remat: str = "none"  # none | full | dots
     scan_layers: bool | None = None  # one lax.scan over the layers; None: `scans_layers` decides
     attention: str = "auto"  # causal self-attention: blocked | dense | auto (`attention_form` decides)
-    # RoPE frequency scaling of Llama 3: inv_freq / factor at long wavelengths, smoothly interpolated.
-    rope_scaling: str = "none"  # none | llama3
+    # RoPE frequency scaling. llama3 (Llama 3): inv_freq / factor at long wavelengths, smoothly
+    # interpolated; linear (Gemma 3's global layers): every inv_freq / factor (positions / factor).
+    rope_scaling: str = "none"  # none | llama3 | linear
     rope_factor: float = 8.0
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
@@ -63,6 +64,9 @@ class ModelConfig:
     post_norms: bool = False  # norms on the attention and MLP outputs before each residual add
     sliding_window: int = 0  # attend to the last `sliding_window` slots only; 0: off
     sliding_pattern: int = 2  # with a window: the last layer of every `sliding_pattern` layers is global
+    # Gemma 3: the sliding-window layers' own RoPE, theta^(-2i/D) with this base and no scaling (the
+    # global layers keep rope_theta and rope_scaling); 0: every layer has the same RoPE.
+    rope_local_theta: float = 0.0
     # T5 encoder-decoder (jirl.models.t5): encoder_layers > 0 adds an encoder of that many layers and
     # cross-attention to every decoder layer (num_layers); positions are T5's relative buckets.
     encoder_layers: int = 0
@@ -99,6 +103,12 @@ class ModelConfig:
                 "model.qk_norm=True is not supported with model.norm='layer'; "
                 "accepted: norm 'rms' or 'rms_plus_one'."
             )
+        if self.rope_local_theta < 0:
+            raise ConfigError(
+                f"model.rope_local_theta={self.rope_local_theta} must be >= 0 (0: the global layers' RoPE)."
+            )
+        if self.sliding_window > 0 and self.sliding_pattern < 1:
+            raise ConfigError(f"model.sliding_pattern={self.sliding_pattern} must be >= 1.")
         if self.encoder_layers < 0:
             raise ConfigError(f"model.encoder_layers={self.encoder_layers} must be >= 0 (0: decoder-only).")
         if (self.encoder_layers > 0) != (self.position_embedding == "relative"):
@@ -109,7 +119,7 @@ class ModelConfig:
             )
         if self.encoder_layers > 0:
             for key in ("post_norms", "sliding_window", "attn_softcap", "final_softcap", "qkv_bias",
-                        "out_bias", "mlp_bias", "embed_scale", "qk_norm"):  # fmt: skip
+                        "out_bias", "mlp_bias", "embed_scale", "qk_norm", "rope_local_theta"):  # fmt: skip
                 if getattr(self, key):
                     raise ConfigError(
                         f"model.{key}={getattr(self, key)!r} is not supported in a T5 encoder-decoder "
@@ -187,6 +197,20 @@ _T5_V1_1 = dict(
     query_scale=1.0,
     relative_buckets=32,
     relative_max_distance=128,
+)
+
+# Gemma 3's shared options (gemma-3-*/config.json; query_pre_attn_scalar 256 = head_dim).
+_GEMMA3 = dict(
+    head_dim=256,
+    rope_theta=1_000_000.0,
+    rope_local_theta=10_000.0,
+    tie_embeddings=True,
+    norm="rms_plus_one",
+    activation="gelu_tanh",
+    embed_scale=True,
+    post_norms=True,
+    qk_norm=True,
+    sliding_pattern=6,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -281,6 +305,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         final_softcap=30.0,
         sliding_window=4096,
     ),
+    # Gemma 3: Gemma 2's layout with q/k norms, a 5:1 local:global pattern, the local layers' own RoPE base.
+    "gemma3_1b": dict(_GEMMA3, vocab_size=262_144, embed_dim=1152, num_layers=26, num_heads=4,
+                      num_kv_heads=1, mlp_dim=6912, max_len=32_768, sliding_window=512),
+    # The text model of Gemma 3 4B (the checkpoint adds a SigLIP vision tower): linear RoPE scaling, factor 8.
+    "gemma3_4b": dict(_GEMMA3, vocab_size=262_208, embed_dim=2560, num_layers=34, num_heads=8,
+                      num_kv_heads=4, mlp_dim=10_240, max_len=131_072, sliding_window=1024,
+                      rope_scaling="linear", rope_factor=8.0),
     "qwen2_7b": dict(
         vocab_size=152_064,
         embed_dim=3584,

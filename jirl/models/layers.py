@@ -52,6 +52,11 @@ def layer_norm(x_BTD: jax.Array, scale_D: jax.Array, bias_D: jax.Array, eps: flo
     return (y * scale_D.astype(jnp.float32) + bias_D.astype(jnp.float32)).astype(x_BTD.dtype)
 
 
+def default_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """RoPE frequencies f_i = theta^(-2i/D) (float32 [D/2]), computed as transformers does."""
+    return (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)).astype(np.float32)
+
+
 def llama3_inv_freq(
     head_dim: int,
     theta: float,
@@ -65,7 +70,7 @@ def llama3_inv_freq(
     w < L / high: f;  w > L / low: f / factor;  between: (1 - s) f / factor + s f with
     s = (L / w - low) / (high - low), L the original context length.
     """
-    inv_freq = (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)).astype(np.float32)
+    inv_freq = default_inv_freq(head_dim, theta)
     wavelen = 2 * math.pi / inv_freq
     scaled = np.where(wavelen > original_len / low_freq_factor, inv_freq / factor, inv_freq)
     smooth = (original_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
@@ -86,7 +91,7 @@ def rope_tables(
     positions_BT: jax.Array, head_dim: int, theta: float, inv_freq: np.ndarray | None = None
 ) -> RopeTables:
     """The rotary tables of `positions_BT`: angles pos_t * f_i with f_i = theta^(-2i/D) (i < D/2),
-    or `inv_freq` [D/2] when given (e.g. `llama3_inv_freq`)."""
+    or `inv_freq` [D/2] when given (e.g. `llama3_inv_freq`, or `default_inv_freq` / factor)."""
     half = head_dim // 2
     if inv_freq is None:
         inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jirl.models import blocked_attention, layers
@@ -67,7 +68,9 @@ def layer_specs(cfg: ModelConfig) -> LayerSpecs:
 
 
 def rope_inv_freq(cfg: ModelConfig):
-    """RoPE inverse frequencies [head_dim / 2] when scaled (Llama 3), else None (theta^(-2i/D))."""
+    """RoPE inverse frequencies [head_dim / 2] when scaled (Llama 3, linear), else None (theta^(-2i/D))."""
+    if cfg.rope_scaling == "linear":
+        return layers.default_inv_freq(cfg.head_dim, cfg.rope_theta) / np.float32(cfg.rope_factor)
     if cfg.rope_scaling == "llama3":
         return layers.llama3_inv_freq(
             cfg.head_dim,
@@ -114,13 +117,13 @@ def decoder_block(
 
     `rope`: the rotary tables of the positions (`layers.rope_tables`), None without RoPE.
 
-    With post_norms (Gemma 2): x + norm(attn(norm x)), then x + norm(mlp(norm x)).
-    With qk_norm (Qwen3): q and k normed per head, over head_dim, before RoPE.
+    With post_norms (Gemma 2/3): x + norm(attn(norm x)), then x + norm(mlp(norm x)).
+    With qk_norm (Qwen3, Gemma 3): q and k normed per head, over head_dim, before RoPE.
     """
     dt = x_BTD.dtype
     h = norm(x_BTD, p, "attn_norm", cfg)
     q, k, v = (layers.project_heads(h, p, name) for name in ("q", "k", "v"))
-    if cfg.qk_norm:  # Qwen3: each head normed over head_dim, before RoPE
+    if cfg.qk_norm:  # Qwen3, Gemma 3: each head normed over head_dim, before RoPE
         q, k = norm(q, p, "q_norm", cfg), norm(k, p, "k_norm", cfg)
     if rope is not None:
         q, k = layers.apply_rope(q, rope), layers.apply_rope(k, rope)
@@ -212,7 +215,7 @@ class Transformer(nnx.Module):
         kv_slots_BS, kv_segments_BS = ctx.kv_slots_BS, ctx.kv_segments_BS
         kv_caches = None if cache is None else (cache["k"], cache["v"])
 
-        # Per layer: whether it attends globally or within the sliding window (Gemma 2).
+        # Per layer: whether it attends globally or within the sliding window (Gemma 2/3).
         is_global_L = jnp.asarray([cfg.is_global_layer(i) for i in range(cfg.num_layers)])
         if cfg.sliding_window > 0:
             in_window_BTS = kv_slots_BS[:, None, :] > q_slots_BT[:, :, None] - cfg.sliding_window
@@ -224,14 +227,20 @@ class Transformer(nnx.Module):
         if cfg.position_embedding == "learned":
             x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(dt)
         x = layers.constrain(x, layers.ACTIVATIONS_BTD)
-        rope = None
+        rope = local_rope = None
         if cfg.position_embedding == "rope":
             rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_theta, rope_inv_freq(cfg))
+            if cfg.sliding_window > 0 and cfg.rope_local_theta > 0:  # Gemma 3: the local layers' own RoPE
+                local_freq = layers.default_inv_freq(cfg.head_dim, cfg.rope_local_theta)
+                local_rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_local_theta, local_freq)
 
         def body(x, layer):
             params, (kv, is_global) = layer
             mask = mask_BTS if cfg.sliding_window <= 0 else jnp.where(is_global, mask_BTS, local_mask_BTS)
-            x, kv = decoder_block(params, x, rope, mask, cfg, kv, start)
+            layer_rope = rope
+            if local_rope is not None:
+                layer_rope = jax.tree.map(lambda g, loc: jnp.where(is_global, g, loc), rope, local_rope)
+            x, kv = decoder_block(params, x, layer_rope, mask, cfg, kv, start)
             return layers.constrain(x, layers.ACTIVATIONS_BTD), kv
 
         x, new_kv = run_layers(

@@ -11,6 +11,8 @@ PUBLIC = [
     "llama3_8b",
     "llama3_2_1b",
     "gemma2_2b",
+    "gemma3_1b",
+    "gemma3_4b",
     "qwen2_7b",
     "qwen3_0_6b",
     "qwen3_8b",
@@ -47,6 +49,22 @@ HUB_CONFIGS = {
         rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                           original_max_position_embeddings=8192),
     ),
+    # gemma-3-1b-pt/-it (Gemma3ForCausalLM): the transformers-4 form of the RoPE keys.
+    "gemma3_1b": dict(
+        model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], hidden_size=1152,
+        intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=256, vocab_size=262_144, max_position_embeddings=32_768, query_pre_attn_scalar=256,
+        rms_norm_eps=1e-6, rope_theta=1_000_000, rope_local_base_freq=10_000, rope_scaling=None,
+        sliding_window=512, sliding_window_pattern=6, hidden_activation="gelu_pytorch_tanh",
+        attention_bias=False, attn_logit_softcapping=None, final_logit_softcapping=None,
+        cache_implementation="hybrid",
+    ),
+    # gemma-3-4b-pt/-it (Gemma3ForConditionalGeneration): its text_config names a few keys and leaves
+    # the rest (heads, head_dim, vocabulary, RoPE bases, window pattern) to Gemma3TextConfig's defaults.
+    "gemma3_4b": dict(
+        model_type="gemma3_text", hidden_size=2560, intermediate_size=10_240, num_hidden_layers=34,
+        rope_scaling=dict(factor=8.0, rope_type="linear"), sliding_window=1024,
+    ),
 }  # fmt: skip
 
 
@@ -79,6 +97,8 @@ def test_published_sizes():
     sizes = {name: models.get_config(name).num_params() / 1e9 for name in PUBLIC}
     assert sizes["llama3_8b"] == pytest.approx(8.03, abs=0.01)
     assert sizes["gemma2_2b"] == pytest.approx(2.61, abs=0.01)
+    assert sizes["gemma3_1b"] == pytest.approx(1.00, abs=0.01)
+    assert sizes["gemma3_4b"] == pytest.approx(3.88, abs=0.01)  # the text model: 4.3B with the vision tower
     assert sizes["qwen2_7b"] == pytest.approx(7.62, abs=0.01)
     assert sizes["qwen3_0_6b"] == pytest.approx(0.596, abs=0.001)  # 0.44B without the embeddings
     assert sizes["qwen3_8b"] == pytest.approx(8.19, abs=0.01)

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out: Llama 2/3, Qwen2/3, Gemma 1/2 and GPT-2 as jirl decoders, T5
+"""Hugging Face checkpoints in and out: Llama 2/3, Qwen2/3, Gemma 1/2/3 (text) and GPT-2 as jirl decoders, T5
 (v1.1 / Flan-T5, and the original layout) as jirl's encoder-decoder.
 
 model = jirl.models.hf.load("folder")                 # config.json + *.safetensors (sharded or not)

@@ -50,20 +50,21 @@ def _abstract_params(cfg: ModelConfig) -> dict[str, Any]:
     return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: models.model_class(cfg)(cfg, rngs=nnx.Rngs(0)))))
 
 
-def _resolve(name: str, available: dict[str, Any]) -> str | None:
-    """`name`, or `name` without its first component (a base model saved without its head)."""
-    if name in available:
-        return name
-    short = name.split(".", 1)[1]
-    return short if short in available else None
+def _resolve(name: str, available: dict[str, Any], family: Family) -> str | None:
+    """`name`, or `name` without its first component (a base model saved without its head), or the
+    first of the family's aliases of `name` that the checkpoint has."""
+    candidates = (name, name.split(".", 1)[1], *family.aliases(name))
+    return next((n for n in candidates if n in available), None)
 
 
 def _ignorable(name: str, cfg: ModelConfig, family: Family) -> bool:
-    """A tensor that holds no parameter of `cfg`: a buffer, a tied head, a copy the family names."""
+    """A tensor that holds no parameter of `cfg`: a buffer, a tied head, a copy the family names, a
+    tensor of another part of the checkpoint (`family.foreign`)."""
     return (
         name.endswith(_BUFFERS)
         or (cfg.tie_embeddings and name.endswith("lm_head.weight"))
         or name in family.copies
+        or name.startswith(family.foreign)
     )
 
 
@@ -87,7 +88,7 @@ def load_params(
         used = set()
         buffers: dict[tuple[str | None, str], np.ndarray] = {}  # (layer group, name) -> float32 array
         for hf_name, names, layout, group, i in _rows(cfg, family, shapes):
-            name = _resolve(hf_name, tensors.where)
+            name = _resolve(hf_name, tensors.where, family)
             if name is None:
                 raise ConfigError(f"checkpoint {str(folder)!r} has no tensor {hf_name!r}.")
             used.add(name)

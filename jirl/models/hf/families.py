@@ -9,15 +9,18 @@ from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family
 from jirl.models.hf.gpt2 import GPT2
-from jirl.models.hf.llama import GEMMA, GEMMA2, LLAMA, QWEN2, QWEN3
+from jirl.models.hf.llama import GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL, LLAMA, QWEN2, QWEN3
 from jirl.models.hf.t5 import T5
 
-REGISTRY: dict[str, Family] = {f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GPT2, T5)}
+REGISTRY: dict[str, Family] = {
+    f.model_type: f for f in (LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL, GPT2, T5)
+}
 FAMILIES = tuple(REGISTRY)
 ARCHITECTURES = {name: f.architecture for name, f in REGISTRY.items()}
 TABLES = {name: f.table for name, f in REGISTRY.items()}
-# Asked in this order by family_of: a Gemma 2 config is also a Gemma one, and every decoder a Llama.
-SPECIFICITY = (T5, GPT2, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
+# Asked in this order by family_of: a Gemma 3 config is also a Gemma 2 and a Qwen3 one, a Gemma 2
+# config a Gemma one, and every decoder a Llama. The multimodal gemma3 is read only (as gemma3_text).
+SPECIFICITY = (T5, GPT2, GEMMA3, GEMMA2, GEMMA, QWEN3, QWEN2, LLAMA)
 
 
 def get(model_type: Any) -> Family:
@@ -56,9 +59,11 @@ def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, A
     compute = {k: getattr(cfg, k) for k in COMPUTE_OPTIONS}
     back = config_from_hf(hf, **compute)
     differ = [f.name for f in dataclasses.fields(cfg) if getattr(back, f.name) != getattr(cfg, f.name)]
-    unused = {"sliding_pattern"} if cfg.sliding_window <= 0 else set()  # options that do not apply
+    unused = {"sliding_pattern", "rope_local_theta"} if cfg.sliding_window <= 0 else set()  # do not apply
+    if cfg.rope_scaling != "llama3":
+        unused |= {"rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
     if cfg.rope_scaling == "none":
-        unused |= {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+        unused.add("rope_factor")
     if not cfg.is_encoder_decoder:
         unused |= {"relative_buckets", "relative_max_distance", "decoder_start_id"}
     differ = [k for k in differ if k not in unused]

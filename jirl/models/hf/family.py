@@ -29,6 +29,10 @@ def _every_row(hf_name: str, cfg: ModelConfig) -> bool:
     return True
 
 
+def _no_aliases(hf_name: str) -> tuple[str, ...]:
+    return ()
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Family:
     """One Hugging Face model type as a configuration of jirl's models and a tensor table.
@@ -42,6 +46,10 @@ class Family:
     keeps_row:    whether a table row applies to a config (T5: `wi` ungated, `wi_0`/`wi_1` gated).
     copies:       tensor names a checkpoint may carry again (a copy of a table held elsewhere);
                   skipped when reading.
+    aliases:      a table name -> the other names its tensor may have in a checkpoint (a text model
+                  inside a multimodal one), tried in order when the name itself is absent.
+    foreign:      name prefixes of tensors that are no part of jirl's model (a vision tower), skipped
+                  when reading.
     """
 
     model_type: str
@@ -52,6 +60,8 @@ class Family:
     claims: Callable[[ModelConfig], bool]
     keeps_row: Callable[[str, ModelConfig], bool] = _every_row
     copies: tuple[str, ...] = ()
+    aliases: Callable[[str], tuple[str, ...]] = _no_aliases
+    foreign: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------

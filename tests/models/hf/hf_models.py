@@ -73,6 +73,25 @@ MODELS = {
             attn_implementation="eager",
         )
     ),
+    # Gemma 3: 5 local layers to 1 global (layer 5; layer 6 local again), a window of 3 < the 12 test
+    # tokens, q/k norms with (1 + w), tied; RoPE as 4B's: linear scaling on the global layers only, the
+    # local layers' own base (100 here, 10k in the checkpoints); a query scale other than head_dim (as
+    # 27B's) and a final soft-cap (None in the checkpoints; transformers applies one when set).
+    "gemma3": lambda: transformers.Gemma3ForCausalLM(
+        transformers.Gemma3TextConfig(
+            **dict(SHAPE, num_hidden_layers=7),
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=128,
+            query_pre_attn_scalar=16,
+            sliding_window=3,
+            rope_theta=10_000.0,
+            rope_local_base_freq=100.0,
+            rope_scaling={"rope_type": "linear", "factor": 4.0},
+            final_logit_softcapping=3.0,
+            attn_implementation="eager",
+        )
+    ),
     "gpt2": lambda: transformers.GPT2LMHeadModel(
         transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=128)
     ),
@@ -83,8 +102,13 @@ TOKENS = np.random.default_rng(0).integers(0, 97, (2, 12))
 
 def random_hf(name: str) -> torch.nn.Module:
     """A tiny HF model in eval mode with every parameter perturbed (so biases and norms matter)."""
+    return perturbed(MODELS[name])
+
+
+def perturbed(build) -> torch.nn.Module:
+    """The model `build()` makes (seed 0), in eval mode, with every parameter perturbed."""
     torch.manual_seed(0)
-    model = MODELS[name]().eval()
+    model = build().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -18,10 +18,23 @@ def _edit_config(folder, **changes):
 
 
 def test_the_registry_is_one_record_per_family():
-    assert hf.FAMILIES == ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gpt2", "t5")
+    assert hf.FAMILIES == (
+        "llama",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gemma3",
+        "gpt2",
+        "t5",
+    )
     assert hf.ARCHITECTURES["gemma2"] == "Gemma2ForCausalLM" and hf.ARCHITECTURES["t5"].startswith("T5")
     assert hf.TABLES["qwen2"] is hf.TABLES["qwen3"] is hf.TABLES["llama"] is hf.LLAMA_TABLE
-    assert hf.TABLES["gemma2"] is hf.GEMMA2_TABLE and hf.TABLES["gpt2"] is hf.GPT2_TABLE
+    assert (
+        hf.TABLES["gemma2"] is hf.TABLES["gemma3_text"] is hf.GEMMA2_TABLE
+        and hf.TABLES["gpt2"] is hf.GPT2_TABLE
+    )
     for name, family in hf.REGISTRY.items():
         assert isinstance(family, hf.Family) and family.model_type == name
 
@@ -35,6 +48,8 @@ def test_the_registry_is_one_record_per_family():
         ("qwen3_8b", "qwen3"),
         ("llama3_2_1b", "llama"),
         ("gemma2_2b", "gemma2"),
+        ("gemma3_1b", "gemma3_text"),
+        ("gemma3_4b", "gemma3_text"),
         ("gpt2_124m", "gpt2"),
         ("t5_tiny", "t5"),
     ],
