@@ -79,7 +79,11 @@ class LoraConfig:
                 f"model.lora.dropout={self.dropout!r} is not accepted; give a number in [0, 1)."
             )
         unknown = [t for t in self.targets if t not in TARGETS]
-        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+        if unknown:
+            raise ConfigError(
+                f"model.lora.targets names {unknown}, which LoRA cannot adapt; accepted: {list(TARGETS)}."
+            )
+        if not self.targets or len(set(self.targets)) != len(self.targets):
             raise ConfigError(
                 f"model.lora.targets={list(self.targets)} is not accepted; give distinct names among "
                 f"{list(TARGETS)}."
@@ -127,9 +131,8 @@ def from_config(block: Mapping[str, Any] | None) -> LoraConfig | None:
         raise ConfigError(f"model.lora has no key(s) {unknown}; accepted: {sorted(accepted)}.")
     values = {**accepted, **block}
     targets = values["targets"]
-    values["targets"] = (
-        tuple(t.strip() for t in targets.split(",")) if isinstance(targets, str) else tuple(targets)
-    )
+    targets = [targets] if isinstance(targets, str) else targets  # "q_proj,v_proj" too
+    values["targets"] = tuple(t.strip() for item in targets for t in str(item).split(",") if t.strip())
     rank = values["rank"]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ConfigError(f"model.lora.rank={rank!r} is not accepted; give an integer >= 1 (0: LoRA off).")
@@ -176,15 +179,21 @@ def adapter_axes(cfg: ModelConfig, lora: LoraConfig) -> dict[str, Any]:
 
 
 def init_adapters(cfg: ModelConfig, lora: LoraConfig, seed: int) -> dict[str, Any]:
-    """Fresh adapters: A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PEFT's kaiming-uniform), B = 0 (float32)."""
-    key = jax.random.key(seed)
-    out = {}
-    for i, (name, s) in enumerate(adapter_specs(cfg, lora).items()):
-        a_shape, b_shape = s["a"][0], s["b"][0]
-        bound = math.prod(a_shape[1:-1]) ** -0.5
-        a = jax.random.uniform(jax.random.fold_in(key, i), a_shape, jnp.float32, -bound, bound)
-        out[name] = {"a": a, "b": jnp.zeros(b_shape, jnp.float32)}
-    return {"layers": out}
+    """Fresh adapters: A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PEFT's kaiming-uniform), B = 0 (float32).
+
+    One jit (eagerly, each draw would be a compilation of its own)."""
+
+    def init():
+        key = jax.random.key(seed)
+        out = {}
+        for i, (name, s) in enumerate(adapter_specs(cfg, lora).items()):
+            a_shape, b_shape = s["a"][0], s["b"][0]
+            bound = math.prod(a_shape[1:-1]) ** -0.5
+            a = jax.random.uniform(jax.random.fold_in(key, i), a_shape, jnp.float32, -bound, bound)
+            out[name] = {"a": a, "b": jnp.zeros(b_shape, jnp.float32)}
+        return {"layers": out}
+
+    return jax.jit(init)()
 
 
 def delta(adapter: Mapping[str, jax.Array], scale: float) -> jax.Array:
