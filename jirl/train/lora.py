@@ -97,13 +97,17 @@ def load_base(run: Run, t: Targets) -> Any:
     return jax.jit(make, out_shardings=t.base_shardings)()
 
 
-def merger(run: Run, t: Targets):
-    """A jitted (base, adapters) -> merged params (W + (alpha / r) A B, float32), placed as the base is:
-    what sampling, evaluation and export read."""
+def merger(run: Run, t: Targets, float32: bool = False):
+    """A jitted (base, adapters) -> merged params (W + (alpha / r) A B in float32, the other weights in
+    the base dtype; `float32`: every weight in float32, as a full run holds them), placed as the base
+    is: what sampling, evaluation and export read."""
     lora = run.lora
-    return jax.jit(
-        lambda base, adapters: lora_lib.merge(base, adapters, lora), out_shardings=t.base_shardings
-    )
+
+    def merge(base, adapters):
+        merged = lora_lib.merge(base, adapters, lora)
+        return jax.tree.map(lambda x: x.astype("float32"), merged) if float32 else merged
+
+    return jax.jit(merge, out_shardings=t.base_shardings)
 
 
 def _file_digest(path: str) -> list[Any]:

@@ -60,7 +60,8 @@ def load_trained(workdir: str) -> Trained:
         return Trained(run, graphdef, state.params, step)
     lora.check_fingerprint(_read_base(workdir, config, step), config, step)
     base = lora.load_base(run, lora_targets)
-    return Trained(run, graphdef, lora.merger(run, lora_targets)(base, state.params), step, state.params)
+    merged = lora.merger(run, lora_targets, float32=True)(base, state.params)  # as a full run's params
+    return Trained(run, graphdef, merged, step, state.params)
 
 
 def _read_base(workdir: str, config: Any, step: int) -> Any:
