@@ -91,10 +91,11 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
     # init_from: a Hugging Face checkpoint folder to start from (its config.json sets the shape).
     # scan_layers unset and attention "auto": the layers run as one lax.scan and the attention dense
     # on accelerators; on CPU, unrolled and in blocks (faster there; models.ModelConfig).
+    # lora: LoRA adapters (jirl.models.lora); rank 0 is off, alpha 0 means 2 x rank.
     config.model = ConfigDict(
         dict(
             preset="small", init_from="", dtype="float32", remat="none",
-            scan_layers=config_dict.placeholder(bool), attention="auto",
+            scan_layers=config_dict.placeholder(bool), attention="auto", lora=models.lora.defaults(),
         )
     )  # fmt: skip
     config.train = ConfigDict(
@@ -170,6 +171,7 @@ class Run:
     schedule: optax.Schedule
     mesh: jax.sharding.Mesh
     rules: dict[str, Any]
+    lora: models.lora.LoraConfig | None = None  # LoRA adapters on a frozen base (`model.lora`); None: off
 
     @property
     def batch_size(self) -> int:
@@ -196,7 +198,7 @@ def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models
     With `model.init_from` (a Hugging Face checkpoint folder) the shape comes from its config.json;
     the other `model` keys (dtype, remat, scan_layers, ...) still apply, `preset` is not used.
     """
-    overrides = {k: v for k, v in config.model.items() if k not in ("preset", "init_from")}
+    overrides = {k: v for k, v in config.model.items() if k not in ("preset", "init_from", "lora")}
     init_from = config.model.get("init_from") or ""
     if init_from:
         shape_keys = set(models.PRESETS[config.model.preset])  # the checkpoint decides these
@@ -210,6 +212,14 @@ def model_config(config: Any, tokenizer_vocab_size: int | None = None) -> models
     if overrides.get("vocab_size") == -1 and tokenizer_vocab_size is not None:
         overrides["vocab_size"] = tokenizer_vocab_size
     return models.get_config(config.model.preset, **overrides)
+
+
+def lora_config(config: Any, model: models.ModelConfig) -> models.lora.LoraConfig | None:
+    """The `model.lora` block checked against the model; None when LoRA is off (rank 0)."""
+    lora = models.lora.from_config(config.model.get("lora"))
+    if lora is not None:
+        lora.check_model(model)
+    return lora
 
 
 def make_objective(config: Any) -> losses.Objective:
@@ -315,8 +325,14 @@ def build(
         )
     if config.task.seq_len > model.max_len:
         raise ConfigError(f"task.seq_len={config.task.seq_len} exceeds the model's max_len={model.max_len}.")
+    lora = lora_config(config, model)
     objective = make_objective(config)
     head = head_options(config)
+    if lora is not None and objective.adversarial:
+        raise ConfigError(
+            "model.lora does not combine with GAIL (loss.name='gail') yet; set model.lora.rank=0 or use "
+            "another objective."
+        )
     online = online_sampling(config, objective)
     if objective.adversarial and online is not None:
         losses.adversarial.check_sampling_temperature(online.temperature)
@@ -356,7 +372,7 @@ def build(
         discriminator = dataclasses.replace(discriminator, model=discriminator.model.for_platform(platform))
     return Run(
         config, task, data_dir, tokenizer, model, objective, head, online, discriminator, tx, schedule, mesh,
-        rules,
+        rules, lora,
     )  # fmt: skip
 
 

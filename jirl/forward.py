@@ -21,6 +21,7 @@ from flax import nnx
 
 from jirl import losses, models
 from jirl.errors import ConfigError
+from jirl.models import layers
 
 # Chunks of about this many vocabulary entries unless `loss.vocab_chunk` says otherwise: a byte
 # vocabulary (259) is one chunk, 32k eight, Llama 3's 128k thirty-two, Gemma's 256k sixty-three; the
@@ -77,14 +78,16 @@ def token_stats(
     *,
     mean_logit: bool = False,
     expected_logit: bool = False,
+    adapters: layers.Adapters | None = None,
 ) -> losses.TokenStats:
-    """TokenStats of a decoder or encoder-decoder batch: full logits (vocab_chunk = 0) or chunks."""
+    """TokenStats of a decoder or encoder-decoder batch: full logits (vocab_chunk = 0) or chunks;
+    `adapters`: LoRA adapters on the frozen `params` (`jirl.models.lora`)."""
     if options.vocab_chunk == 0:
-        logits_BTV = models.forward_batch(graphdef, params, batch)
+        logits_BTV = models.forward_batch(graphdef, params, batch, adapters)
         return losses.head.from_logits(
             logits_BTV, batch, mean_logit=mean_logit, expected_logit=expected_logit
         )
-    h_BTD, out = models.forward_hidden(graphdef, params, batch)
+    h_BTD, out = models.forward_hidden(graphdef, params, batch, adapters)
     return losses.head.from_hidden(
         h_BTD,
         out.weight,

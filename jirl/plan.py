@@ -117,15 +117,21 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     """Compiles `config`'s train step for `devices` and returns the per-device memory plan (bytes)."""
     import jax
 
-    from jirl import experiment, sharding
+    from jirl import experiment, models, sharding
     from jirl.train import adversarial
+    from jirl.train import lora as lora_run
     from jirl.train.state import sharded_state_target
     from jirl.train.step import run_train_step
 
     run = experiment.build(config, devices=devices, tokenize=False)
     cfg_model, mesh, rules = run.model, run.mesh, run.rules
     batch_size, seq_len, microbatches = run.batch_size, int(config.task.seq_len), run.microbatches
-    if run.discriminator is None:
+    base = None
+    if run.lora is not None:  # the adapters and their optimizer state; the frozen base as an input
+        t = lora_run.targets(run)
+        graphdef, target, shardings, base = t.graphdef, t.state, t.shardings, t.base
+        step = run_train_step(run, graphdef, shardings, t.base_shardings)
+    elif run.discriminator is None:
         graphdef, target, shardings = sharded_state_target(cfg_model, run.tx, mesh, rules)
         step = run_train_step(run, graphdef, shardings)
     else:  # adversarial: the policy, its start and the discriminator in one state
@@ -152,6 +158,14 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         params_bytes=_bytes_per_device(target.params),
         optimizer_bytes=_bytes_per_device(target.opt_state),
     )
+    if run.lora is not None:  # params_bytes are the adapters' (the trained parameters)
+        out.update(
+            lora_rank=run.lora.rank,
+            lora_targets=list(run.lora.targets),
+            trainable_params=models.lora.num_adapter_params(cfg_model, run.lora),
+            base_dtype=run.lora.base_dtype,
+            base_bytes=_bytes_per_device(base),
+        )
     if run.discriminator is not None:  # pi_ref, the discriminator and its optimizer
         extra = (target.reference, target.discriminator, target.discriminator_opt_state)
         out["discriminator_and_reference_bytes"] = _bytes_per_device(extra)
@@ -159,7 +173,7 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
         policy = batch if run.online is not None else None  # online: a policy batch of the same shape
         if run.discriminator is not None:  # with the sampler's groups and log-probabilities
             policy = dict(batch, example_ids=spec, group_ids=spec, sample_logp=floats)
-        memory = compile_step(step, target, batch, policy).memory_analysis()
+        memory = compile_step(step, target, batch, policy, base).memory_analysis()
     except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a step whose buffers exceed HBM
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -182,9 +196,12 @@ def plan(config: Any, devices: list[Any], hbm_bytes: float | None) -> dict[str, 
     return out
 
 
-def compile_step(step: Any, state: Any, batch: Any, policy: Any = None) -> Any:
-    """The train step compiled for abstract (sharded) state, expert batch and (online) policy batch."""
-    return step.lower(state, batch, policy).compile()
+def compile_step(step: Any, state: Any, batch: Any, policy: Any = None, base: Any = None) -> Any:
+    """The train step compiled for abstract (sharded) state, expert batch, (online) policy batch and
+    (LoRA) frozen base."""
+    if base is None:
+        return step.lower(state, batch, policy).compile()
+    return step.lower(state, batch, policy, base=base).compile()
 
 
 def human(num_bytes: float) -> str:
@@ -202,15 +219,29 @@ def format_plan(result: dict[str, Any], title: str) -> str:
         f"model {result['model']} ({result['num_params'] / 1e9:.3f}B params), {result['loss']}, "
         f"batch {result['batch']} x {result['seq_len']}, microbatches {result['microbatches']}, "
         f"remat {result['remat']}, {f'vocabulary chunks of {chunk}' if chunk else 'full logits'}",
+    ]
+    base = result.get("base_bytes", 0)
+    if "lora_rank" in result:
+        lines.append(
+            f"LoRA rank {result['lora_rank']} on {','.join(result['lora_targets'])}: "
+            f"{result['trainable_params']:,} trainable parameters, base in {result['base_dtype']}"
+        )
+    lines += [
         "per device:",
-        f"  parameters          {human(result['params_bytes'])}",
+        f"  {'adapters' if 'lora_rank' in result else 'parameters':<19} {human(result['params_bytes'])}",
         f"  optimizer state     {human(result['optimizer_bytes'])}",
     ]
+    if "lora_rank" in result:
+        lines.append(f"  frozen base         {human(base)}")
     if "compiler_refused" in result:
         lines.append(f"  -> does NOT fit: the compiler refused the step ({result['compiler_refused']})")
         return "\n".join(lines)
     other = (
-        result["total_bytes"] - result["params_bytes"] - result["optimizer_bytes"] - result["temporary_bytes"]
+        result["total_bytes"]
+        - result["params_bytes"]
+        - result["optimizer_bytes"]
+        - base
+        - result["temporary_bytes"]
     )
     lines += [
         f"  activations/temps   {human(result['temporary_bytes'])}",

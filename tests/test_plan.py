@@ -96,6 +96,28 @@ def test_online_iqlearn_is_planned_with_its_policy_batch():
     assert online["temporary_bytes"] > offline["temporary_bytes"]
 
 
+def test_a_lora_step_is_planned_with_its_base_as_an_input():
+    """The adapters and their optimizer state are the state; the frozen base (bfloat16) an input."""
+    lora = ["--config.model.lora.rank=4", "--config.model.lora.base_dtype=bfloat16"]
+    result = _plan(*TINY, "--devices=2", "--config.train.batch_size=4", *lora)
+    assert result.returncode == 0, result.stderr
+    report = _json(result.stdout)
+    assert (report["lora_rank"], report["lora_targets"], report["base_dtype"]) == (
+        4,
+        ["q_proj", "v_proj"],
+        "bfloat16",
+    )
+    # tiny: 2 layers of A [32, 4] and B [4, 4, 8] (q), B [4, 2, 8] (v), replicated over the data axis
+    assert report["trainable_params"] == 2 * (2 * 32 * 4 + 4 * 32 + 4 * 16)
+    assert report["params_bytes"] == 4 * report["trainable_params"]
+    assert report["optimizer_bytes"] == 2 * report["params_bytes"] + 8 + 8
+    assert report["base_bytes"] == 2 * report["num_params"]
+    assert (
+        report["arguments_bytes"] >= report["base_bytes"] + report["params_bytes"] + report["optimizer_bytes"]
+    )
+    assert "frozen base" in result.stdout and "LoRA rank 4 on q_proj,v_proj" in result.stdout
+
+
 def test_gail_is_planned_with_its_discriminator_and_starting_policy():
     args = [a.replace(":iqlearn", ":gail") for a in TINY]
     result = _plan(*args, "--devices=2", "--config.train.batch_size=4", "--config.loss.discriminator=tiny",

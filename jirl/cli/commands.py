@@ -175,11 +175,14 @@ def export(args: list[str]) -> int:
     flags.DEFINE_string("workdir", None, "The run's directory.", flag_values=fv)
     flags.DEFINE_string("out", None, "Folder to write (config.json + model.safetensors).", flag_values=fv)
     flags.DEFINE_string("model_type", None, "Hugging Face model_type (default: the closest).", flag_values=fv)
+    flags.DEFINE_bool(
+        "adapter", False, "A LoRA run: write a PEFT adapter folder instead of merged weights.", flag_values=fv
+    )
     parse_flags(fv, args)
     if not fv.workdir or not fv.out:
         raise UsageError(
             "usage: jirl export --workdir DIR --out PATH "
-            "[--model_type llama|qwen2|qwen3|gemma|gemma2|gemma3_text|gpt2|t5]"
+            "[--model_type llama|qwen2|qwen3|gemma|gemma2|gemma3_text|gpt2|t5] [--adapter]"
         )
     import shutil
 
@@ -190,6 +193,8 @@ def export(args: list[str]) -> int:
 
     trained = load_trained(fv.workdir)
     config, run_config = trained.run.model, trained.run.config
+    if fv.adapter:
+        return _export_adapter(trained, fv.workdir, fv.out, fv.model_type)
     hf.save(jax.device_get(trained.params), config, fv.out, fv.model_type)
     source = run_config.get("tokenizer", {}).get("path") or run_config.model.get("init_from") or ""
     source = os.path.expanduser(source)
@@ -200,4 +205,28 @@ def export(args: list[str]) -> int:
             shutil.copy(os.path.join(os.path.expanduser(source), name), os.path.join(fv.out, name))
     family = fv.model_type or hf.family_of(config)
     print(f"jirl: wrote the step-{trained.step} weights of {fv.workdir} to {fv.out} ({family})")
+    return 0
+
+
+def _export_adapter(trained, workdir: str, out: str, model_type: str | None) -> int:
+    """`jirl export --adapter`: a LoRA run's adapters as a PEFT folder over its base (`model.init_from`)."""
+    import jax
+
+    from jirl.errors import ConfigError
+    from jirl.models import hf
+    from jirl.models.hf import peft
+
+    run = trained.run
+    if trained.adapters is None:
+        raise ConfigError(
+            f"--adapter exports LoRA adapters, and the run in {workdir} trained every weight "
+            "(model.lora.rank=0); export it without --adapter."
+        )
+    base = run.config.model.get("init_from") or None
+    hf.config_to_hf(run.model, model_type)  # the family must express the base
+    peft.save_adapter(jax.device_get(trained.adapters), run.model, run.lora, out, base, model_type)
+    print(
+        f"jirl: wrote the step-{trained.step} LoRA adapters of {workdir} to {out} (PEFT, rank "
+        f"{run.lora.rank}, base {base or 'made from the seed: export it with jirl export first'})"
+    )
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from jirl.models import layers
+from jirl.models import layers, lora
 from jirl.models.config import PRESETS, ModelConfig, get_config
 from jirl.models.t5 import EncoderDecoder
 from jirl.models.transformer import Transformer, init_cache
@@ -57,18 +57,24 @@ def _batch_inputs(batch: Any) -> tuple[tuple[jax.Array, ...], dict[str, Any]]:
     return (batch["inputs"],), kwargs
 
 
-def forward_batch(graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any) -> jax.Array:
-    """logits_BTV of a batch dict (decoder-only or encoder-decoder)."""
+def forward_batch(
+    graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any, adapters: layers.Adapters | None = None
+) -> jax.Array:
+    """logits_BTV of a batch dict (decoder-only or encoder-decoder); `adapters`: LoRA (decoders)."""
     tokens, kwargs = _batch_inputs(batch)
+    if adapters is not None:
+        kwargs["adapters"] = adapters
     return apply(graphdef, params, *tokens, **kwargs)
 
 
 def forward_hidden(
-    graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any
+    graphdef: nnx.GraphDef, params: dict[str, Any], batch: Any, adapters: layers.Adapters | None = None
 ) -> tuple[jax.Array, layers.OutputProjection]:
     """(h_BTD, the output layer) of a batch dict: logits_BTV = layers.project(h_BTD, output layer)."""
     model = nnx.merge(graphdef, params)
     tokens, kwargs = _batch_inputs(batch)
+    if adapters is not None:
+        kwargs["adapters"] = adapters
     return model.hidden(*tokens, **kwargs), model.output_projection()
 
 
@@ -84,6 +90,7 @@ __all__ = [
     "get_config",
     "init_cache",
     "logical_axes",
+    "lora",
     "model_class",
     "split",
 ]

@@ -125,7 +125,52 @@ def attention_mask(
     return causal & same_segment
 
 
-def dense(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+class Adapter(NamedTuple):
+    """A LoRA adapter of one weight W [C..., O...]: A [C..., r], B [r, O...], the scale alpha / r, and
+    dropout on the adapter's input (rate, and the key to draw it with; None: no dropout)."""
+
+    a: jax.Array
+    b: jax.Array
+    scale: float
+    dropout: float = 0.0
+    key: jax.Array | None = None
+
+
+class Adapters(NamedTuple):
+    """The LoRA adapters of a stacked decoder: weight name -> {"a": [L, ...], "b": [L, ...]} (the
+    `layers` entry of `jirl.models.lora` adapters), their scale and dropout, and a key for the dropout."""
+
+    params: dict
+    scale: float
+    dropout: float = 0.0
+    key: jax.Array | None = None
+
+    def of_layer(self, layer: tuple[dict, jax.Array | None]) -> dict[str, Adapter]:
+        """name -> Adapter of one layer, from (its slice of `params`, its dropout key)."""
+        params, key = layer
+        return {
+            name: Adapter(
+                p["a"], p["b"], self.scale, self.dropout, None if key is None else jax.random.fold_in(key, i)
+            )
+            for i, (name, p) in enumerate(sorted(params.items()))
+        }
+
+    def per_layer_inputs(self, num_layers: int) -> tuple[dict, jax.Array | None]:
+        """What `run_layers` slices per layer: (params, a dropout key per layer or None)."""
+        keys = None if self.key is None or self.dropout == 0 else jax.random.split(self.key, num_layers)
+        return self.params, keys
+
+
+def lora_delta(x: jax.Array, adapter: Adapter, contract: int = 1) -> jax.Array:
+    """scale * dropout(x) A B, factored: (x A) [..., r] first, then B."""
+    if adapter.dropout > 0 and adapter.key is not None:
+        keep = jax.random.bernoulli(adapter.key, 1.0 - adapter.dropout, x.shape)
+        x = jnp.where(keep, x / (1.0 - adapter.dropout), 0).astype(x.dtype)
+    xa = dense(x, adapter.a.astype(x.dtype), contract)
+    return dense(xa, (adapter.scale * adapter.b).astype(x.dtype))
+
+
+def dense(x: jax.Array, w: jax.Array, contract: int = 1, adapter: Adapter | None = None) -> jax.Array:
     """x [..., C_1..C_c] . w [C_1..C_c, O_1..] -> [..., O_1..], with x's leading dims merged into one.
 
     On [B, T, D] operands XLA:CPU's backward pass wrote transposed copies of the gradients through
@@ -133,18 +178,24 @@ def dense(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
     library calls. Merging the leading dimensions keeps a sharding of the batch (the major one);
     jirl's rules do not shard the activations' length. w keeps its dims, so a sharding of any of
     its output dims stays as it is.
+
+    `adapter` (LoRA): + scale * dropout(x) A B, computed factored (`lora_delta`).
     """
     lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract :]
     if w.shape[:contract] != inner:
         raise ValueError(f"dense: x {x.shape} and w {w.shape} do not share {contract} contracted dims.")
     y = jnp.tensordot(x.reshape(math.prod(lead), *inner), w, axes=contract)
-    return y.reshape(*lead, *w.shape[contract:])
+    y = y.reshape(*lead, *w.shape[contract:])
+    return y if adapter is None else y + lora_delta(x, adapter, contract)
 
 
-def project_heads(h_BTD: jax.Array, p: dict[str, jax.Array], name: str) -> jax.Array:
-    """q/k/v heads [B, T, H, D]: h W_name (+ b_name when p has it), W_name [D_model, H, D]."""
+def project_heads(
+    h_BTD: jax.Array, p: dict[str, jax.Array], name: str, adapters: dict[str, Adapter] | None = None
+) -> jax.Array:
+    """q/k/v heads [B, T, H, D]: h W_name (+ b_name when p has it), W_name [D_model, H, D]; plus
+    the LoRA term when `adapters` has "w" + name."""
     dt = h_BTD.dtype
-    out = dense(h_BTD, p["w" + name].astype(dt))
+    out = dense(h_BTD, p["w" + name].astype(dt), adapter=(adapters or {}).get("w" + name))
     return out + p["b" + name].astype(dt) if "b" + name in p else out
 
 
@@ -252,16 +303,21 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def mlp(x_BTD: jax.Array, p: dict[str, jax.Array], activation: str) -> jax.Array:
+def mlp(
+    x_BTD: jax.Array, p: dict[str, jax.Array], activation: str, adapters: dict[str, Adapter] | None = None
+) -> jax.Array:
     """down(act(x W_gate + b_gate) * (x W_up + b_up)) + b_down; ungated: down(act(x W_up + b_up)) + b_down.
 
-    Biases are used where present in `p` (keys w_gate, w_up, w_down, b_gate, b_up, b_down).
+    Biases are used where present in `p` (keys w_gate, w_up, w_down, b_gate, b_up, b_down); LoRA
+    adapters where `adapters` has the weight's name.
     """
     dt = x_BTD.dtype
+    adapters = adapters or {}
     affine = lambda x, name: (
-        dense(x, p["w_" + name].astype(dt)) + (p["b_" + name].astype(dt) if "b_" + name in p else 0)
+        dense(x, p["w_" + name].astype(dt), adapter=adapters.get("w_" + name))
+        + (p["b_" + name].astype(dt) if "b_" + name in p else 0)
     )
-    if activation == "silu" and "w_gate" in p and "b_up" not in p:
+    if activation == "silu" and "w_gate" in p and "b_up" not in p and not adapters:
         return swiglu(x_BTD, p["w_gate"].astype(dt), p["w_up"].astype(dt), p["w_down"].astype(dt))
     act = ACTIVATIONS[activation]
     h = act(affine(x_BTD, "gate")) * affine(x_BTD, "up") if "w_gate" in p else act(affine(x_BTD, "up"))

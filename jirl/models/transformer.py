@@ -112,8 +112,11 @@ def decoder_block(
     cfg: ModelConfig,
     kv_cache=None,
     cache_index=None,
+    adapters: dict[str, layers.Adapter] | None = None,
 ):
     """x + attn(norm x), then + mlp(norm x). With a cache, new k/v are written at cache_index.
+
+    `adapters`: this layer's LoRA adapters by weight name (wq, ..., w_down), added to those projections.
 
     `rope`: the rotary tables of the positions (`layers.rope_tables`), None without RoPE.
 
@@ -122,7 +125,7 @@ def decoder_block(
     """
     dt = x_BTD.dtype
     h = norm(x_BTD, p, "attn_norm", cfg)
-    q, k, v = (layers.project_heads(h, p, name) for name in ("q", "k", "v"))
+    q, k, v = (layers.project_heads(h, p, name, adapters) for name in ("q", "k", "v"))
     if cfg.qk_norm:  # Qwen3, Gemma 3: each head normed over head_dim, before RoPE
         q, k = norm(q, p, "q_norm", cfg), norm(k, p, "k_norm", cfg)
     if rope is not None:
@@ -131,14 +134,14 @@ def decoder_block(
         k, v = layers.write_kv(*kv_cache, k, v, cache_index, heads_major=True)
         kv_cache = (k, v)
     attn = self_attention(q, k.astype(dt), v.astype(dt), mask_BTS, cfg, cached=kv_cache is not None)
-    out = layers.dense(attn, p["wo"].astype(dt), contract=2)
+    out = layers.dense(attn, p["wo"].astype(dt), contract=2, adapter=(adapters or {}).get("wo"))
     if "bo" in p:
         out = out + p["bo"].astype(dt)
     if cfg.post_norms:
         out = norm(out, p, "post_attn_norm", cfg)
     x_BTD = x_BTD + out
     h = norm(x_BTD, p, "mlp_norm", cfg)
-    out = layers.mlp(h, p, cfg.activation)
+    out = layers.mlp(h, p, cfg.activation, adapters)
     if cfg.post_norms:
         out = norm(out, p, "post_mlp_norm", cfg)
     return x_BTD + out, kv_cache
@@ -201,12 +204,16 @@ class Transformer(nnx.Module):
         segment_ids: jax.Array | None = None,
         cache: dict[str, Any] | None = None,
         layer_params: dict[str, list[jax.Array]] | None = None,
+        adapters: layers.Adapters | None = None,
     ):
         """The final hidden states h_BTD (after the final norm); with cache=, (h_BTD, the new cache).
 
         layer_params: the layers' parameters cut per layer (`self.layers.per_layer()`, made once by a
         decoding loop), used instead of slicing the stacked ones at every call; with a per-layer
-        cache (k/v as lists, `unstack_cache`) the new cache is per layer too. Unrolled layers only."""
+        cache (k/v as lists, `unstack_cache`) the new cache is per layer too. Unrolled layers only.
+
+        adapters: LoRA adapters (`layers.Adapters`, stacked [L, ...] like the layers), computed
+        factored beside the frozen projections they adapt (`jirl.models.lora`)."""
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         b, t = tokens_BT.shape
@@ -235,19 +242,20 @@ class Transformer(nnx.Module):
                 local_rope = layers.rope_tables(positions, cfg.head_dim, cfg.rope_local_theta, local_freq)
 
         def body(x, layer):
-            params, (kv, is_global) = layer
+            params, (kv, is_global, lora_layer) = layer
             mask = mask_BTS if cfg.sliding_window <= 0 else jnp.where(is_global, mask_BTS, local_mask_BTS)
             layer_rope = rope
             if local_rope is not None:
                 layer_rope = jax.tree.map(lambda g, loc: jnp.where(is_global, g, loc), rope, local_rope)
-            x, kv = decoder_block(params, x, layer_rope, mask, cfg, kv, start)
+            lora = None if adapters is None else adapters.of_layer(lora_layer)
+            x, kv = decoder_block(params, x, layer_rope, mask, cfg, kv, start, lora)
             return layers.constrain(x, layers.ACTIVATIONS_BTD), kv
 
         x, new_kv = run_layers(
             body,
             x,
             self.layers.stacked() if layer_params is None else layer_params,
-            (kv_caches, is_global_L),
+            (kv_caches, is_global_L, None if adapters is None else adapters.per_layer_inputs(cfg.num_layers)),
             remat=cfg.remat,
             scan=cfg.scans_layers(),
         )

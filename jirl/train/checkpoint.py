@@ -177,10 +177,17 @@ class Checkpointer:
         self._failed = False
 
     def save(
-        self, step: int, state: Any, data_state: dict[str, Any], config_json: str, policy: Any = None
+        self,
+        step: int,
+        state: Any,
+        data_state: dict[str, Any],
+        config_json: str,
+        policy: Any = None,
+        base: dict[str, Any] | None = None,
     ) -> None:
         """Starts writing the checkpoint of `step` (asynchronously); a failed earlier write raises here.
-        `policy`: the policy batch in use (global arrays), for an online objective."""
+        `policy`: the policy batch in use (global arrays), for an online objective; `base`: a LoRA
+        run's base fingerprint (its state holds the adapters only; `jirl.train.lora`)."""
         items = dict(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave({"processes": _all_processes(data_state)}),
@@ -188,6 +195,8 @@ class Checkpointer:
         )
         if policy is not None:
             items["policy"] = ocp.args.StandardSave(policy)
+        if base is not None:
+            items["base"] = ocp.args.JsonSave(base)
         args = ocp.args.Composite(**items)
         try:
             self.manager.check_for_errors()
@@ -275,6 +284,12 @@ class Checkpointer:
                 "new --workdir. They were left untouched."
             )
         return None
+
+    def read_base(self, step: int) -> dict[str, Any] | None:
+        """The base fingerprint saved with a LoRA run's checkpoint of `step`; None when it has none."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), "base")):
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(base=ocp.args.JsonRestore())).base
 
     def restore_policy(self, step: int, abstract_policy: Any) -> Any | None:
         """The policy batch saved with the checkpoint of `step`, placed as `abstract_policy` says; None

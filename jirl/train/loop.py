@@ -19,10 +19,11 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
-from jirl import data, experiment, sharding
+from jirl import data, experiment, models, sharding
 from jirl.errors import Diverged
 from jirl.experiment import DEFAULT_MAX_NONFINITE_STEPS, Run
 from jirl.train import adversarial, online, plots
+from jirl.train import lora as lora_run
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.evaluator import Evaluator
 from jirl.train.lock import WorkdirLock
@@ -104,10 +105,19 @@ class _Session:
     watch: NonFiniteWatch
     answers: dict[str, Any] | None = None  # the last answer evaluation
     newest_checkpoint: int | None = None  # set when the run stops on non-finite steps
+    lora: Any = None  # a LoRA run's (frozen base, merge function, base fingerprint); None: full fine-tuning
 
     @property
     def is_main(self) -> bool:
         return jax.process_index() == 0
+
+    def model_params(self) -> Any:
+        """The model's params as sampling and evaluation read them: the state's, or with LoRA the
+        base with the adapters merged in (W + (alpha / r) A B)."""
+        if self.lora is None:
+            return self.state.params
+        base, merge, _ = self.lora
+        return merge(base, self.state.params)
 
     def close(self) -> None:
         try:
@@ -144,17 +154,26 @@ def _start(run: Run, workdir: str) -> _Session:
         prefetch=config.task.get("prefetch", 0),
         **batch_args,
     )
-    if run.discriminator is None:
+    lora_targets = None
+    if run.lora is not None:  # the state holds the adapters; the base is read apart
+        lora_targets = lora_run.targets(run)
+        graphdef, target, shardings = lora_targets.graphdef, lora_targets.state, lora_targets.shardings
+    elif run.discriminator is None:
         graphdef, target, shardings = sharded_state_target(run.model, run.tx, run.mesh, run.rules)
     else:
         graphdef, disc_graphdef, target, shardings = adversarial.state_target(run)
     checkpointer = Checkpointer(workdir, keep=int(config.checkpoint.keep))
+    lora = None
     try:
-        start_step, state = _initial_state(run, checkpointer, batches, target, shardings)
+        start_step, state = _initial_state(run, checkpointer, batches, target, shardings, lora_targets)
         is_main = jax.process_index() == 0
         if is_main:  # after the restore check
             write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-        if run.discriminator is None:
+        if lora_targets is not None:
+            base = lora_run.load_base(run, lora_targets)
+            lora = (base, lora_run.merger(run, lora_targets), lora_run.fingerprint(config))
+            train_step = run_train_step(run, graphdef, shardings, lora_targets.base_shardings).with_base(base)
+        elif run.discriminator is None:
             train_step = run_train_step(run, graphdef, shardings)
         else:
             train_step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
@@ -168,28 +187,38 @@ def _start(run: Run, workdir: str) -> _Session:
         checkpointer.close()
         raise
     summary = {"workdir": os.path.abspath(workdir), "num_params": run.model.num_params()}
+    if run.lora is not None:
+        summary["trainable_params"] = models.lora.num_adapter_params(run.model, run.lora)
     return _Session(
         run, workdir, batches, state, start_step, checkpointer, train_step, evaluator, sampler, writer,
         summary, NonFiniteWatch(int(config.train.get("max_nonfinite_steps", DEFAULT_MAX_NONFINITE_STEPS))),
+        lora=lora,
     )  # fmt: skip
 
 
-def _initial_state(run: Run, checkpointer: Checkpointer, batches: Any, target: Any, shardings: Any):
+def _initial_state(
+    run: Run, checkpointer: Checkpointer, batches: Any, target: Any, shardings: Any, lora_targets: Any = None
+):
     """(start step, state): the newest checkpoint (data position too), else pretrained or fresh weights.
 
     The restore target carries this run's shardings: a checkpoint written on another mesh or device
-    count is resharded onto this one as it is read.
+    count is resharded onto this one as it is read. With LoRA the state is the adapters' (fresh ones
+    start as the base model); a checkpoint of adapters trained on another base is refused.
     """
     config = run.config
     restored = checkpointer.restore_latest(target)
     if restored is not None:
         start_step, state, data_state = restored
+        if run.lora is not None:
+            lora_run.check_fingerprint(checkpointer.read_base(start_step), config, start_step)
         if data_state is None:
             print("jirl: warning: the data position was saved by another number of processes; data restarts")
         else:
             batches.set_state(data_state)
         print(f"jirl: resuming from the checkpoint at step {start_step}")
         return start_step, state
+    if run.lora is not None:
+        return 0, lora_run.initial_state(run, lora_targets)
     init_from = os.path.expanduser(config.model.get("init_from") or "")
     if init_from and experiment.saved_run_config(init_from) is not None:  # a jirl workdir
         trained = load_trained(init_from)
@@ -246,7 +275,7 @@ def _resume_sampler(run: Run, sampler: online.PolicySampler, checkpointer: Check
 
 def _evaluate_at_start(session: _Session) -> None:
     """Answer accuracy before the first step (`eval.at_start`), logged as step 0."""
-    accuracy = session.evaluator.answers(session.state.params)["accuracy"]
+    accuracy = session.evaluator.answers(session.model_params())["accuracy"]
     session.summary["initial_answer_accuracy"] = accuracy
     session.writer.write(0, {"eval_answer_accuracy": accuracy})
     if session.is_main:
@@ -276,7 +305,8 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
             check_batch(expert, run.model.vocab_size)
             expert_global, policy = sharding.shard_batch(expert, run.mesh, run.rules), None
             if session.sampler is not None:
-                policy, sample_stats = session.sampler(session.state.params, expert, step, expert_global)
+                params = session.model_params() if session.sampler.due(step) else session.state.params
+                policy, sample_stats = session.sampler(params, expert, step, expert_global)
                 window.add_sampling(sample_stats)
             session.state, metrics = session.train_step(session.state, expert_global, policy)
             session.watch.dispatched(step, metrics)
@@ -292,11 +322,11 @@ def _loop(session: _Session, stop: StopRequest, progress: bool) -> int:
                 record.update(window.flush(metrics))
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}")
             if config.eval.every and (step % config.eval.every == 0 or step == steps):
-                record.update(evaluator.loss(session.state.params))
+                record.update(evaluator.loss(session.model_params()))
             if evaluator.measures_answers and (
                 step == steps or (config.eval.answers_every and step % config.eval.answers_every == 0)
             ):
-                session.answers = evaluator.answers(session.state.params)
+                session.answers = evaluator.answers(session.model_params())
                 record["eval_answer_accuracy"] = session.answers["accuracy"]
             if record:
                 session.writer.write(step, record)
@@ -325,7 +355,8 @@ def _checkpoint(session: _Session, step: int, last: bool) -> bool:
     if session.watch.streak == 0 or last:
         state, position = session.state, session.batches.get_state()
         policy = None if session.sampler is None else session.sampler.last
-        session.checkpointer.save(step, state, position, session.run.config.to_json(), policy)
+        base = None if session.lora is None else session.lora[2]
+        session.checkpointer.save(step, state, position, session.run.config.to_json(), policy, base)
     return True
 
 
@@ -342,7 +373,7 @@ def _report(session: _Session, step: int) -> dict[str, Any]:
     answers = session.answers
     if session.evaluator.measures_answers:
         if answers is None:  # a finished run started again (no step ran): evaluate the final state
-            answers = session.evaluator.answers(session.state.params)
+            answers = session.evaluator.answers(session.model_params())
         summary.update(answer_accuracy=answers["accuracy"], answer_examples=answers["num_examples"])
     if not session.is_main:
         return summary

@@ -205,6 +205,10 @@ class PolicySampler:
             keys += GROUP_KEYS
         return keys + (("sample_logp",) if self.sample_logp is not None else ())
 
+    def due(self, step: int) -> bool:
+        """Whether train step `step` samples (else it reuses the last policy batch)."""
+        return self._last is None or (step - 1) % self.every == 0
+
     def __call__(
         self, params: Any, batch: dict[str, np.ndarray], step: int, global_batch: dict[str, Any] | None = None
     ) -> tuple[dict, dict[str, float]]:

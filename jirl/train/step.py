@@ -81,37 +81,69 @@ def _is_count(key: str) -> bool:
 
 
 def _loss_fn(graphdef: nnx.GraphDef, objective: Callable, head: forward.HeadOptions) -> Callable:
-    """(params, expert, policy | None) -> (loss, metrics): each stream through the head, then the
-    objective."""
+    """(params, expert, policy | None[, adapters]) -> (loss, metrics): each stream through the head,
+    then the objective. `adapters` (`layers.Adapters`): LoRA on the frozen `params`."""
     mean_logit = bool(getattr(objective, "needs_mean_logit", False))
     expected_logit = bool(getattr(objective, "needs_expected_logit", False))
 
-    def stream(params, batch) -> losses.Stream:
+    def stream(params, batch, adapters) -> losses.Stream:
         stats = forward.token_stats(
-            graphdef, params, batch, head, mean_logit=mean_logit, expected_logit=expected_logit
+            graphdef,
+            params,
+            batch,
+            head,
+            mean_logit=mean_logit,
+            expected_logit=expected_logit,
+            adapters=adapters,
         )
         return losses.Stream(stats, batch)
 
-    def loss_of(params, expert, policy):
+    def loss_of(params, expert, policy, adapters=None):
         if policy is None:
-            return objective(*stream(params, expert))
-        return objective(*stream(params, expert), policy=stream(params, policy))
+            return objective(*stream(params, expert, adapters))
+        return objective(*stream(params, expert, adapters), policy=stream(params, policy, adapters))
 
     return loss_of
 
 
+def _lora_loss_fn(loss_of: Callable, lora: Any, base: Any, key: jax.Array) -> Callable:
+    """(adapters, expert, policy) -> (loss, metrics): the model is the frozen `base` with the adapters
+    (the only argument differentiated); `key` draws the adapters' dropout."""
+    dropout_key = key if lora.dropout > 0 else None
+
+    def loss_of_adapters(adapters, expert, policy):
+        return loss_of(
+            base, expert, policy, layers.Adapters(adapters["layers"], lora.scale, lora.dropout, dropout_key)
+        )
+
+    return loss_of_adapters
+
+
 class TrainStep:
     """`step(state, expert, policy=None) -> (state, metrics)`: the jitted step with the policy stream
-    optional; `step.lower(state, expert, policy=None)` lowers it (ahead-of-time compilation)."""
+    optional; `step.lower(state, expert, policy=None)` lowers it (ahead-of-time compilation).
 
-    def __init__(self, jitted: Callable):
-        self._jitted = jitted
+    A LoRA step (`lora=` given to `make_train_step`) also reads the frozen base: `step.base`, set
+    with `with_base(base)` (or given to `lower` as `base=`, abstract arrays when planning)."""
+
+    def __init__(self, jitted: Callable, lora: Any = None):
+        self._jitted, self.lora, self.base = jitted, lora, None
+
+    def with_base(self, base: Any) -> TrainStep:
+        self.base = base
+        return self
 
     def __call__(self, state: TrainState, expert: Mapping[str, Any], policy: Mapping[str, Any] | None = None):
-        return self._jitted(state, expert, policy)
+        if self.lora is None:
+            return self._jitted(state, expert, policy)
+        if self.base is None:
+            raise ValueError("a LoRA train step needs its frozen base: step.with_base(base) first.")
+        return self._jitted(state, expert, policy, self.base)
 
-    def lower(self, state: Any, expert: Any, policy: Any = None):
-        return self._jitted.lower(state, expert, policy)
+    def lower(self, state: Any, expert: Any, policy: Any = None, base: Any = None):
+        if self.lora is None:
+            return self._jitted.lower(state, expert, policy)
+        return self._jitted.lower(state, expert, policy, self.base if base is None else base)
 
 
 def _accumulate(
@@ -197,8 +229,16 @@ def make_train_step(
     mesh: jax.sharding.Mesh | None = None,
     state_shardings: Any = None,
     rules: Mapping[str, Any] | None = None,
+    lora: Any = None,
+    base_shardings: Any = None,
+    seed: int = 0,
 ) -> TrainStep:
     """A jitted `(state, expert, policy=None) -> (state, metrics)`; the state is donated.
+
+    lora (`jirl.models.lora.LoraConfig`): state.params are the LoRA adapters alone (and the optimizer
+    state theirs); the step also reads the frozen base params (`TrainStep.with_base`, placed by
+    `base_shardings`), which are neither differentiated nor updated. The adapters' dropout at step s
+    draws with fold_in(key(seed), s), so a resumed run draws what the uninterrupted one did.
 
     expert: the demonstrations' batch; policy: a batch of the model's own samples, which an online
     objective (`objective.needs_policy`) reads and every other objective refuses.
@@ -244,14 +284,20 @@ def make_train_step(
             return None
         return jax.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
 
-    def loss_and_grads(params, streams):
-        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params, *streams)
-        if grad_shardings is not None:
-            grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
-        return loss, metrics, grads
+    def gradients_of(loss_fn):
+        def loss_and_grads(params, streams):
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *streams)
+            if grad_shardings is not None:
+                grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
+            return loss, metrics, grads
+
+        return loss_and_grads
 
     def train_step(
-        state: TrainState, expert: Mapping[str, jax.Array], policy: Mapping[str, jax.Array] | None
+        state: TrainState,
+        expert: Mapping[str, jax.Array],
+        policy: Mapping[str, jax.Array] | None,
+        base: Any = None,
     ):
         if needs_policy != (policy is not None):
             raise ValueError(
@@ -260,6 +306,11 @@ def make_train_step(
                 "step(state, expert, policy), offline ones step(state, expert)."
             )
         streams = (expert, policy)
+        if lora is None:
+            loss_and_grads = gradients_of(loss_of)
+        else:
+            key = jax.random.fold_in(jax.random.key(seed), state.step)
+            loss_and_grads = gradients_of(_lora_loss_fn(loss_of, lora, base, key))
         with layers.activation_sharding(constrain_fn):
             if microbatches == 1:
                 loss, metrics, grads = loss_and_grads(state.params, streams)
@@ -289,20 +340,31 @@ def make_train_step(
         )
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
+    if lora is None:
+        step_fn = lambda state, expert, policy: train_step(state, expert, policy)  # noqa: E731
+    else:
+        step_fn = train_step
     if mesh is None:
-        return TrainStep(jax.jit(train_step, donate_argnums=0))
+        return TrainStep(jax.jit(step_fn, donate_argnums=0), lora)
+    in_shardings = (state_shardings, batch_sharding, batch_sharding)
+    if lora is not None:
+        in_shardings += (base_shardings,)
     return TrainStep(
         jax.jit(
-            train_step,
-            in_shardings=(state_shardings, batch_sharding, batch_sharding),
+            step_fn,
+            in_shardings=in_shardings,
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
-        )
+        ),
+        lora,
     )
 
 
-def run_train_step(run: Run, graphdef: nnx.GraphDef, state_shardings: TrainState) -> TrainStep:
-    """The sharded train step a Run describes: its objective, optimizer, head, microbatches, mesh, rules."""
+def run_train_step(
+    run: Run, graphdef: nnx.GraphDef, state_shardings: TrainState, base_shardings: Any = None
+) -> TrainStep:
+    """The sharded train step a Run describes: its objective, optimizer, head, microbatches, mesh, rules
+    (and with LoRA, `run.lora` over a frozen base placed by `base_shardings`)."""
     return make_train_step(
         graphdef,
         run.objective,
@@ -313,6 +375,9 @@ def run_train_step(run: Run, graphdef: nnx.GraphDef, state_shardings: TrainState
         mesh=run.mesh,
         state_shardings=state_shardings,
         rules=run.rules,
+        lora=run.lora,
+        base_shardings=base_shardings,
+        seed=int(run.config.train.seed),
     )
 
 

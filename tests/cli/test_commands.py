@@ -65,6 +65,30 @@ def _run(*args):
             ["train", f"--config={ARITH}:iqlearn_online", "--workdir=w", "--config.online.sample_every=0"],
             "online.sample_every=0 is not accepted; give an integer >= 1.",
         ),
+        (
+            [
+                "train",
+                f"--config={ARITH}",
+                "--workdir=w",
+                "--config.model.lora.rank=4",
+                "--config.model.lora.targets=q_proj,c_attn",
+            ],
+            "model.lora.targets names ['c_attn'], which LoRA cannot adapt; accepted: ['q_proj', 'k_proj',",
+        ),  # fmt: skip
+        (
+            ["train", f"--config={ARITH}", "--workdir=w", "--config.model.lora.targets=q_proj,o_proj"],
+            "model.lora.rank=0 turns LoRA off; give a rank >= 1 to use model.lora.targets=('q_proj', 'o_",
+        ),
+        (
+            [
+                "train",
+                f"--config={ARITH}",
+                "--workdir=w",
+                "--config.model.lora.rank=8",
+                "--config.model.lora.base_dtype=float16",
+            ],
+            "model.lora.base_dtype='float16' is not accepted; accepted: ['float32', 'bfloat16'].",
+        ),  # fmt: skip
         (["prepare", "--source=x"], "--task is required"),
         (["prepare", "--task=mnist"], "Unknown task 'mnist'"),
         (["prepare", "--task=tldr", "--data_dir=w_data"], "run `jirl prepare --task tldr --source PATH`"),
