@@ -6,7 +6,9 @@ cached, and the decoder starts from `decoder_start_id`.
 Prompts of different lengths are left-padded into one [B, P] block (padding is segment 0, so no
 real token attends to it); each row stops at EOS or after `max_new_tokens`. Tokens are picked
 greedily (temperature 0) or sampled from the softmax of z / temperature, optionally restricted
-to the top-k logits and then to the top-p (nucleus) set.
+to the top-k logits and then to the top-p (nucleus) set. With `num_ids`, only ids below it are
+drawn: a model whose vocabulary is padded beyond its tokenizer's (Qwen: 151,936 rows for 151,669
+ids) never emits an id the tokenizer cannot decode.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from jirl.models import layers
 class Generation(NamedTuple):
     """One continuation and, per generated token t (float32 arrays [N]):
 
-    sampling_logprobs: log q(a_t), q the distribution the token was drawn from (after temperature,
-        top-k and top-p; 0 for greedy decoding).
+    sampling_logprobs: log q(a_t), q the distribution the token was drawn from (after the id limit,
+        temperature, top-k and top-p; 0 for greedy decoding).
     logprobs: log softmax(z_t)[a_t] of the unmodified logits z_t.
     entropies: H_t = -sum_a p_t(a) log p_t(a), p_t = softmax(z_t), of the unmodified logits.
     logits: z_t as [N, V] float32 when asked for (`return_logits=True`), else None.
@@ -95,6 +97,7 @@ def sample_token(
         "pad_id",
         "return_logits",
         "per_row_keys",
+        "num_ids",
     ),
 )
 def decode(
@@ -112,13 +115,16 @@ def decode(
     top_p: float = 1.0,
     return_logits: bool = False,
     per_row_keys: bool = False,
+    num_ids: int = 0,
 ) -> dict[str, jax.Array]:
     """Continues left-padded prompts [B, P] (real lengths [B]) by up to `max_new_tokens` tokens.
 
     rng: one key for the block, split at every step; with per_row_keys, one key per row ([B] keys),
     and row b draws its i-th token with fold_in(rng[b], i): a row's tokens then depend on its prompt
     and key only, not on its place in the block or on the other rows (what lets several processes
-    sample their own rows of one global batch as one process would).
+    sample their own rows of one global batch as one process would). num_ids > 0: tokens are drawn
+    from ids [0, num_ids) only (logits above set to -inf before temperature, top-k and top-p); 0 is
+    every id of the model's vocabulary.
 
     Returns "tokens" [B, N] int32 (pad_id after a row's EOS) and float32 [B, N] "sampling_logprobs",
     "logprobs", "entropies" (see `Generation`; 0 after EOS); with return_logits, "logits" [B, N, V]
@@ -156,8 +162,12 @@ def decode(
         i, _, _, out, done_B, _ = carry
         return (i < n) & ~jnp.all(done_B)
 
+    vocab = first_logits_BV.shape[-1]
+    allowed_V = jnp.arange(vocab) < (num_ids if 0 < num_ids < vocab else vocab)
+
     def draw(logits_BV, key, i):
         """(token_B, log q_B, the key carried to the next step)."""
+        logits_BV = jnp.where(allowed_V, logits_BV, -jnp.inf)
         options = dict(temperature=temperature, top_k=top_k, top_p=top_p)
         if not per_row_keys:
             key, sub = jax.random.split(key)
@@ -235,12 +245,14 @@ def generate_with_logprobs(
     batch_size: int = 64,
     bucket: int = 32,
     return_logits: bool = False,
+    num_ids: int = 0,
 ) -> list[Generation]:
     """Continues each prompt; one `Generation` per prompt, its tokens up to and including EOS.
 
     temperature 0 is greedy; otherwise tokens are drawn from softmax(z / temperature) restricted to
     the top_k logits (0: off) and then to the top_p nucleus (1: off). Prompts are processed
-    `batch_size` at a time, padded to a multiple of `bucket` so that few shapes compile.
+    `batch_size` at a time, padded to a multiple of `bucket` so that few shapes compile. num_ids > 0
+    draws ids below it only (pass the tokenizer's `vocab_size`); 0 allows every id of the model's.
     """
     _check_options(max_new_tokens, temperature, top_k, top_p, batch_size)
     config = nnx.merge(graphdef, params).config
@@ -283,6 +295,7 @@ def generate_with_logprobs(
             top_k=int(top_k),
             top_p=float(top_p),
             return_logits=return_logits,
+            num_ids=int(num_ids),
         )
         out = jax.tree.map(np.asarray, out)
         for row in range(n_real):
@@ -314,11 +327,12 @@ def generate(
     seed: int = 0,
     batch_size: int = 64,
     bucket: int = 32,
+    num_ids: int = 0,
 ) -> list[list[int]]:
     """Continues each prompt; returns the new tokens of each, up to and including EOS.
 
     The tokens of `generate_with_logprobs` with the same arguments (temperature 0 is greedy;
-    top_k 0 and top_p 1 turn those filters off).
+    top_k 0 and top_p 1 turn those filters off; num_ids 0 allows every id).
     """
     generations = generate_with_logprobs(
         graphdef,
@@ -333,5 +347,6 @@ def generate(
         seed=seed,
         batch_size=batch_size,
         bucket=bucket,
+        num_ids=num_ids,
     )
     return [g.tokens for g in generations]

@@ -19,6 +19,8 @@ Usage:
      (alpha 0.1, sampling every 4 steps) at gamma 0.99 and 1.0; GAIL (pg_weight 0.03, its MLE term
      and KL penalty) from the same base;
    - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn.
+   Stages 2 and 3 depend on stage 1 only and share one queue: stage 2 at seed 0, then stage 3, then
+   stage 2 at seeds 1-2.
 4. Evaluation of each final model: greedy answer accuracy on every validation and test prompt
    (per prompt, for the paired bootstrap against MLE); K samples at each of TEMPERATURES (more
    for MLE: its temperature sweep) on the first validation prompts: accuracy, majority vote,
@@ -210,8 +212,8 @@ def run_size(size: int, base: str, args, results: dict) -> None:
     """The three stages for one training-set size; `results[size][name]` gathers the runs."""
     runs = results.setdefault(size, {})
 
-    def go(variants: dict, seeds) -> None:
-        todo = [(seed, name) for seed in seeds for name in variants]  # seed-major: a partial stage covers all
+    def go(todo: list[tuple[int, str]], variants: dict) -> None:
+        """Runs every (seed, name) of TODO; returns when all are finished, by this copy or another."""
         while todo:
             taken = []  # by another copy of the study
             for seed, name in todo:
@@ -231,18 +233,25 @@ def run_size(size: int, base: str, args, results: dict) -> None:
             if todo:
                 time.sleep(30)  # the stage ends when the other copies' runs do
 
+    seed_major = lambda names, seeds: [(seed, name) for seed in seeds for name in names]  # noqa: E731
     first = stage1_variants()
-    go(first, FIRST_SEEDS)
+    go(seed_major(first, FIRST_SEEDS), first)
     if args.stage == "1":
         return
     if not all(len(runs.get(n, ())) == len(FIRST_SEEDS) for n in first):  # a report before stage 1 ends
         return
     lam = regime_report.best(runs, [n for n in first if n.startswith("IQLearn")])
-    go(stage2_variants(regime_report.lam_of(lam)), FIRST_SEEDS)
+    second = stage2_variants(regime_report.lam_of(lam))
     if args.stage == "2":
+        go(seed_major(second, FIRST_SEEDS), second)
         return
+    # Stages 2 and 3 both depend on stage 1 only: one queue, so that no copy waits at a stage's end.
+    # Every variant at seed 0 first, then the extra seeds of the three compared most, then the rest.
     beta = regime_report.best(runs, [n for n in first if "entropy" in n])
-    go({n: first[n] for n in ("MLE", beta, lam)}, MORE_SEEDS)
+    third = {n: first[n] for n in ("MLE", beta, lam)}
+    queue = seed_major(second, FIRST_SEEDS[:1]) + seed_major(third, MORE_SEEDS)
+    queue += seed_major(second, FIRST_SEEDS[1:])
+    go(queue, {**second, **third})
 
 
 def main() -> None:

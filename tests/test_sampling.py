@@ -135,6 +135,31 @@ def test_top_k_and_top_p_samples_lie_in_their_sets_under_the_full_forward_pass(t
                 assert np.all(before_N < p + 1e-5), (options, before_N)
 
 
+def test_num_ids_limits_the_drawn_ids_and_renormalises_q_over_them(tiny):
+    """A vocabulary padded beyond the tokenizer's: only ids < num_ids are drawn, greedy picks the argmax
+    among them, q is softmax over them, and `logprobs` stay the model's over the whole vocabulary."""
+    graphdef, params = tiny
+    limit = 40  # of the tiny model's 259 ids
+    kwargs = dict(max_new_tokens=10, eos_id=-1, num_ids=limit)
+    greedy = sampling.generate_with_logprobs(graphdef, params, RAGGED, **kwargs)
+    sampled = sampling.generate_with_logprobs(graphdef, params, RAGGED, temperature=1.0, seed=5, **kwargs)
+    for gens in (greedy, sampled):
+        full = _full_forward_logits(graphdef, params, RAGGED, gens)
+        for gen, logits_NV in zip(gens, full):
+            tokens_N = np.array(gen.tokens)
+            assert tokens_N.max() < limit
+            logp_NV = np.asarray(jax.nn.log_softmax(logits_NV.astype(np.float64), axis=-1))
+            np.testing.assert_allclose(gen.logprobs, logp_NV[np.arange(len(tokens_N)), tokens_N], atol=1e-5)
+            if gens is greedy:
+                assert tokens_N.tolist() == np.argmax(logits_NV[:, :limit], axis=-1).tolist()
+            else:
+                logq_NV = np.asarray(jax.nn.log_softmax(logits_NV[:, :limit].astype(np.float64), axis=-1))
+                np.testing.assert_allclose(gen.sampling_logprobs, logq_NV[np.arange(len(tokens_N)), tokens_N],
+                                           atol=1e-5)  # fmt: skip
+    unlimited = sampling.generate(graphdef, params, RAGGED, max_new_tokens=10, eos_id=-1)
+    assert max(max(t) for t in unlimited) >= limit  # the limit changed what this random model picks
+
+
 def _restricted_softmax(z_V: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     """softmax(z / T) over the top_k logits, then over the top_p nucleus; numpy reference."""
     order = np.argsort(-z_V, kind="stable")

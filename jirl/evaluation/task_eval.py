@@ -43,6 +43,7 @@ def answer_accuracy_on_split(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
+        num_ids=tokenizer.vocab_size,
     )
     completions = [tokenizer.decode(o) for o in outputs]
     return {

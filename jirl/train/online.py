@@ -277,7 +277,7 @@ class PolicySampler:
         out = sampling.decode(
             self.graphdef, params, block, lengths, keys, max_new_tokens=self.max_new_tokens,
             eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id, temperature=self.temperature,
-            per_row_keys=True,
+            per_row_keys=True, num_ids=self.tokenizer.vocab_size,
         )  # fmt: skip
         policy, dropped, tokens = device_policy.policy_rows(
             expert, out["tokens"], eos_id=self.tokenizer.eos_id, samples_per_prompt=k
@@ -317,6 +317,7 @@ class PolicySampler:
         out = sampling.decode(
             self.graphdef, params, *inputs, max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id, temperature=self.temperature, per_row_keys=True,
+            num_ids=self.tokenizer.vocab_size,
         )  # fmt: skip
         tokens = out["tokens"]
         if processes > 1:
