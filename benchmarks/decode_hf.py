@@ -44,7 +44,7 @@ NO_EOS = -1  # never produced: jirl decodes every row to --new tokens
 def _fields(name: str) -> dict:
     if name in SHAPES:
         return dict(SHAPES[name][0])
-    return dict(models.config.PRESETS[name])
+    return dict(models.PRESETS[name])
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -152,10 +152,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     for name in args.shapes.split(","):
-        if name not in SHAPES and name not in models.config.PRESETS:
-            parser.error(
-                f"unknown shape {name!r}; accepted: {list(SHAPES)} or {sorted(models.config.PRESETS)}"
-            )
+        if name not in SHAPES and name not in models.PRESETS:
+            parser.error(f"unknown shape {name!r}; accepted: {list(SHAPES)} or {sorted(models.PRESETS)}")
         print(json.dumps(measure(name, args)), flush=True)
 
 

@@ -68,7 +68,7 @@ SHAPES = {
         256,
     ),
     # The demo's model (grouped-query attention, 4 heads over 2 kv heads) at its batch.
-    "small": (dict(models.config.PRESETS["small"]), 16, 256),
+    "small": (dict(models.PRESETS["small"]), 16, 256),
 }
 LEARNING_RATE = 3e-4
 CLIP = 1.0

@@ -24,38 +24,11 @@ from jirl import data, distributed, losses, models, sharding
 from jirl.discriminator import Discriminator, discriminator_of
 from jirl.errors import ConfigError
 from jirl.forward import HeadOptions
+from jirl.online_sampling import MOVED_KEYS, OnlineSampling, check_sampling_budget, online_sampling
 from jirl.optimizer import make_optimizer
-
-
-@dataclasses.dataclass(frozen=True)
-class OnlineSampling:
-    """The `online` block: online IQLearn's policy samples, one response per training example drawn
-    with the current parameters every `sample_every` steps, at `temperature`, up to `max_new_tokens`."""
-
-    sample_every: int = 1
-    temperature: float = 1.0
-    max_new_tokens: int = 96
-
-    def __post_init__(self):
-        for key in ("sample_every", "max_new_tokens"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"online.{key}={value!r} is not accepted; give an integer >= 1.")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-            raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
-        if self.temperature < 0:
-            raise ConfigError(f"online.temperature={self.temperature!r} is not accepted; give a number >= 0.")
-
 
 # Consecutive skipped steps (non-finite gradients) that stop a run, unless train.max_nonfinite_steps says.
 DEFAULT_MAX_NONFINITE_STEPS = 10
-
-# Keys that moved out of the `loss` block (the objective) into the `online` block (the sampler).
-MOVED_KEYS = {
-    "loss.sample_every": "online.sample_every",
-    "loss.sample_temperature": "online.temperature",
-    "loss.sample_max_tokens": "online.max_new_tokens",
-}
 
 # Every objective reads the logits through the head stage (jirl.forward): vocab_chunk = 0 takes full
 # logits, N > 0 chunks of about N vocabulary entries from the hidden states (never [B, T, V]), for at
@@ -233,18 +206,6 @@ def head_options(config: Any) -> HeadOptions:
     return HeadOptions.from_config(config.loss)
 
 
-def online_sampling(config: Any, objective: losses.Objective) -> OnlineSampling | None:
-    """The `online` block when the objective reads a policy stream (loss.alpha > 0); else None."""
-    if not objective.needs_policy:
-        return None
-    block = dict(config.get("online") or {})
-    accepted = [f.name for f in dataclasses.fields(OnlineSampling)]
-    unknown = sorted(set(block) - set(accepted))
-    if unknown:
-        raise ConfigError(f"online has no key(s) {unknown}; accepted: {accepted}.")
-    return OnlineSampling(**block)
-
-
 def make_mesh(config: Any, devices: list[Any] | None = None) -> tuple[jax.sharding.Mesh, dict[str, Any]]:
     """(mesh, logical-axis rules) of the `mesh` block: data / fsdp / tensor sizes (-1 = the rest), rules."""
     block = dict(config.get("mesh") or {})
@@ -337,7 +298,7 @@ def build(
     if objective.adversarial and online is not None:
         losses.adversarial.check_sampling_temperature(online.temperature)
     if online is not None:
-        _check_sampling_budget(online, int(config.task.seq_len), model)
+        check_sampling_budget(online, int(config.task.seq_len), model)
     tx, schedule = make_optimizer(config.train)
     _check_train_block(config)
     if devices is None and training:
@@ -389,20 +350,6 @@ def _check_train_block(config: Any) -> None:
         raise ConfigError(
             f"train.max_nonfinite_steps={limit!r} is not accepted; give an integer >= 1: how many "
             "consecutive steps with non-finite gradients are skipped before the run stops."
-        )
-
-
-def _check_sampling_budget(online: OnlineSampling, seq_len: int, model: Any) -> None:
-    """A policy example (a prompt of at least one token, and a response of up to max_new_tokens) must
-    fit a row of task.seq_len tokens and the model's positions (an encoder-decoder's response has the
-    decoder to itself)."""
-    prompt = 0 if model.is_encoder_decoder else 1
-    limit = min(seq_len, model.max_len) - prompt
-    if online.max_new_tokens > limit:
-        raise ConfigError(
-            f"online.max_new_tokens={online.max_new_tokens} cannot fit: a policy example is a prompt of at "
-            f"least one token and its response, packed into rows of task.seq_len={seq_len} tokens (model "
-            f"max_len {model.max_len}); give online.max_new_tokens <= {limit}."
         )
 
 

@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jirl"
 LAYERS = (
     ("errors", "host_memory"),
     ("models", "losses", "data", "sharding", "distributed", "optimizer", "irl"),
-    ("forward", "sampling", "discriminator"),
+    ("forward", "sampling", "discriminator", "online_sampling"),
     ("evaluation", "experiment"),
     ("train",),
     ("plan",),

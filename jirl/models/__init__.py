@@ -15,7 +15,8 @@ import jax
 from flax import nnx
 
 from jirl.models import layers, lora
-from jirl.models.config import PRESETS, ModelConfig, get_config
+from jirl.models.config import ModelConfig
+from jirl.models.presets import PRESETS, get_config
 from jirl.models.t5 import EncoderDecoder
 from jirl.models.transformer import Transformer, init_cache
 

@@ -29,8 +29,9 @@ from jirl.models.hf.families import (
     family_of,
 )
 from jirl.models.hf.family import Family
+from jirl.models.hf.gemma import GEMMA2_TABLE
 from jirl.models.hf.gpt2 import GPT2_TABLE
-from jirl.models.hf.llama import GEMMA2_TABLE, LLAMA_TABLE
+from jirl.models.hf.llama import LLAMA_TABLE
 from jirl.models.hf.safetensors_io import read_config
 from jirl.models.hf.t5 import T5_TABLE
 

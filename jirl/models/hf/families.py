@@ -8,8 +8,9 @@ from typing import Any
 from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family
+from jirl.models.hf.gemma import GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL
 from jirl.models.hf.gpt2 import GPT2
-from jirl.models.hf.llama import GEMMA, GEMMA2, GEMMA3, GEMMA3_MULTIMODAL, LLAMA, QWEN2, QWEN3
+from jirl.models.hf.llama import LLAMA, QWEN2, QWEN3
 from jirl.models.hf.t5 import T5
 
 REGISTRY: dict[str, Family] = {
