@@ -2,6 +2,8 @@
 
 Host-side NumPy on per-prompt scores (e.g. 0/1 correctness, or a prompt's fraction of right
 samples); the interval is the percentile bootstrap over prompts, resampled with replacement.
+`seeds_and_prompts_bootstrap` resamples each system's training seeds too, so its interval holds
+the spread between seeds as well as the prompts'.
 """
 
 from __future__ import annotations
@@ -67,3 +69,46 @@ def paired_bootstrap_seeds(
     a = np.mean(runs[: len(a_runs)], axis=0)
     b = np.mean(runs[len(a_runs) :], axis=0)
     return paired_bootstrap(a, b, resamples=resamples, seed=seed, level=level)
+
+
+def seeds_and_prompts_bootstrap(
+    a_runs: Sequence[Any],
+    b_runs: Sequence[Any],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """`paired_bootstrap_seeds` with the seeds resampled too (a two-level bootstrap).
+
+    Each resample draws S_A of A's seeds and S_B of B's with replacement (independently: a seed is
+    a training run, not a pairing), then n prompts with replacement (the same prompts for both),
+    and takes mean_i [mean_{s in B's draw} b_s,i - mean_{s in A's draw} a_s,i]. The interval so
+    reflects how much the comparison would move with other training seeds as well as other prompts;
+    with one seed per system it is `paired_bootstrap_seeds`'s. mean_difference is the statistic on
+    the data (every seed, every prompt).
+    """
+    if not len(a_runs) or not len(b_runs):
+        raise ValueError(f"a_runs has {len(a_runs)} and b_runs {len(b_runs)} seeds; each needs at least one.")
+    runs = [np.asarray(r, np.float64) for r in (*a_runs, *b_runs)]
+    if any(r.ndim != 1 or r.shape != runs[0].shape or r.size == 0 for r in runs):
+        raise ValueError(
+            f"every run must be a non-empty 1-D per-prompt score array of the same length, got shapes "
+            f"{[r.shape for r in runs]}."
+        )
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"resamples={resamples} must be at least 1 and level={level} in (0, 1).")
+    a_SN, b_SN = np.stack(runs[: len(a_runs)]), np.stack(runs[len(a_runs) :])
+    n = a_SN.shape[1]
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, _CHUNK):
+        r = min(_CHUNK, resamples - start)
+        weights_a = rng.multinomial(len(a_SN), np.full(len(a_SN), 1 / len(a_SN)), r) / len(a_SN)  # [R, S_A]
+        weights_b = rng.multinomial(len(b_SN), np.full(len(b_SN), 1 / len(b_SN)), r) / len(b_SN)
+        difference_RN = weights_b @ b_SN - weights_a @ a_SN  # per prompt, over the drawn seeds
+        index_RN = rng.integers(0, n, (r, n))
+        means.append(np.take_along_axis(difference_RN, index_RN, axis=1).mean(axis=1))
+    low, high = np.percentile(np.concatenate(means), [50 * (1 - level), 50 * (1 + level)])
+    mean_difference = float(b_SN.mean() - a_SN.mean())
+    return dict(mean_difference=mean_difference, low=float(low), high=float(high), n=int(n))

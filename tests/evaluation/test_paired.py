@@ -59,6 +59,41 @@ def test_the_seeds_variant_averages_seeds_per_prompt():
     assert got["mean_difference"] == pytest.approx(np.mean(b_runs) - np.mean(a_runs))
 
 
+def test_seeds_and_prompts_equals_the_prompt_bootstrap_when_every_seed_agrees():
+    a, b = _systems(300, 0.1)
+    one = paired.paired_bootstrap(a, b, resamples=2000, seed=2)
+    both = paired.seeds_and_prompts_bootstrap([a, a, a], [b, b], resamples=2000, seed=2)
+    assert both["mean_difference"] == pytest.approx(one["mean_difference"])
+    assert both["low"] == pytest.approx(one["low"], abs=0.01)
+    assert both["high"] == pytest.approx(one["high"], abs=0.01)
+
+
+def test_seeds_and_prompts_widens_with_the_spread_between_seeds():
+    """B's seeds are A plus an offset of 0.1 +- 0.1 (seed to seed): the prompt-only interval misses the
+    seed spread, the two-level one holds it (its width near 2 x 1.96 x 0.1 / sqrt(3) from the seeds)."""
+    rng = np.random.default_rng(0)
+    a = rng.random(500)
+    offsets = (0.0, 0.1, 0.2)
+    b_runs = [a + o for o in offsets]
+    prompts = paired.paired_bootstrap_seeds([a], b_runs, resamples=2000)
+    both = paired.seeds_and_prompts_bootstrap([a], b_runs, resamples=2000)
+    assert prompts["high"] - prompts["low"] < 1e-9  # every prompt moved by the same mean offset
+    assert both["mean_difference"] == pytest.approx(0.1)
+    assert both["low"] < 0.05 and both["high"] > 0.15
+    # a numpy reference of the seed level alone: the mean of 3 offsets drawn with replacement
+    draws = rng.choice(offsets, (20000, 3)).mean(axis=1)
+    ref_low, ref_high = np.percentile(draws, [2.5, 97.5])
+    assert both["low"] == pytest.approx(ref_low, abs=0.02)
+    assert both["high"] == pytest.approx(ref_high, abs=0.02)
+
+
+def test_seeds_and_prompts_refuses_mismatched_runs():
+    with pytest.raises(ValueError, match="each needs at least one"):
+        paired.seeds_and_prompts_bootstrap([np.zeros(3)], [])
+    with pytest.raises(ValueError, match="same length"):
+        paired.seeds_and_prompts_bootstrap([np.zeros(3)], [np.zeros(4)])
+
+
 @pytest.mark.parametrize(
     "a, b, message",
     [
