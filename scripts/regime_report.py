@@ -165,26 +165,53 @@ def _plt():
     return plt
 
 
+def _style(name: str, names: list[str]) -> dict:
+    """Line style of a variant: MLE black; the entropy bonus in oranges and offline IQLearn's lambda
+    sweep in blues (darker = stronger); stage-2 variants dashed, online IQLearn dotted, GAIL red."""
+    import matplotlib
+
+    def shade(cmap: str, pattern: str) -> tuple:
+        sweep = sorted(
+            (n for n in names if re.fullmatch(pattern, n)), key=lambda n: float(re.split("[ =]", n)[-1])
+        )
+        return matplotlib.colormaps[cmap](0.35 + 0.6 * sweep.index(name) / max(len(sweep) - 1, 1))
+
+    if name == "MLE":
+        return dict(color="black", lw=2.2, ls="-")
+    if re.fullmatch(r"MLE \+ entropy [0-9.e-]+", name):
+        return dict(color=shade("Oranges", r"MLE \+ entropy [0-9.e-]+"), lw=1.2, ls="-")
+    if re.fullmatch(r"IQLearn lam=[0-9.e-]+", name):
+        return dict(color=shade("Blues", r"IQLearn lam=[0-9.e-]+"), lw=1.2, ls="-")
+    if name == "GAIL":
+        return dict(color="tab:red", lw=1.4, ls="-.")
+    others = [
+        n
+        for n in names
+        if n.startswith(("IQLearn", "online")) and not re.fullmatch(r"IQLearn lam=[0-9.e-]+", n)
+    ]
+    color = matplotlib.colormaps["tab10"](2 + others.index(name) % 8)
+    return dict(color=color, lw=1.3, ls=":" if name.startswith("online") else "--")
+
+
 def plot_curves(runs: dict[str, list[dict]], path: str, title: str) -> str:
     """Validation NLL and answer accuracy against steps, the mean over seeds of each variant."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, rs in runs.items():
-        if not rs:
-            continue
-        style = "-" if name.startswith(("MLE", "IQLearn")) else "--"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    names = [n for n, rs in runs.items() if rs]
+    for name in names:
+        rs = runs[name]
         for ax, key in zip(axes, CURVE_KEYS):
             steps = [s for s, _ in rs[0]["curves"][key]]
             values = np.mean([[v for _, v in r["curves"][key]][: len(steps)] for r in rs], axis=0)
-            ax.plot(steps, values, style, label=name, lw=1.8 if name == "MLE" else 1.1)
+            ax.plot(steps, values, label=f"{name} ({len(rs)})", **_style(name, names))
     axes[0].set_ylabel("validation NLL per response token")
     axes[1].set_ylabel("validation answer accuracy (100 prompts, greedy)")
     for ax in axes:
         ax.set_xlabel("fine-tuning step")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2)
-    fig.suptitle(title)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center right", title="variant (seeds)")
+    fig.suptitle(title + ", mean over seeds")
+    fig.tight_layout(rect=(0, 0, 0.78, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -264,6 +291,22 @@ def plot_reward_correlation(runs: dict[str, list[dict]], path: str, title: str) 
     return path
 
 
+def ordered(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The variants in reading order: MLE, the entropy bonus and offline IQLearn along their strengths,
+    IQLearn's stage-2 variants, online IQLearn, GAIL."""
+
+    def key(name: str) -> tuple:
+        number = re.search(r"(?:lam=|entropy )([0-9.e-]+)", name)
+        offline = re.fullmatch(r"IQLearn lam=[0-9.e-]+", name)
+        group = (
+            0 if name == "MLE" else 1 if "entropy" in name else 2 if offline
+            else 3 if name.startswith("IQLearn") else 4 if name.startswith("online") else 5
+        )  # fmt: skip
+        return group, float(number.group(1)) if number else 0.0, name
+
+    return {name: runs[name] for name in sorted(runs, key=key)}
+
+
 def write(results: dict[int, dict[str, list[dict]]], args) -> None:
     out_dir = os.path.dirname(args.out)
     lines = [
@@ -281,7 +324,7 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         "cost measured side by side is `benchmarks/online_cost.py`'s.",
     ]
     for size, runs in results.items():
-        runs = {n: rs for n, rs in runs.items() if rs}
+        runs = ordered({n: rs for n, rs in runs.items() if rs})
         if not runs:
             continue
         tag = f"n{size}"
