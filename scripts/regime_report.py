@@ -35,9 +35,13 @@ def greedy(run: dict, split: str) -> np.ndarray:
     return np.asarray(run[f"greedy_{split}"]["correct"], np.float64)
 
 
+def mean_validation_accuracy(runs: list[dict]) -> float:
+    return float(np.mean([greedy(r, "validation").mean() for r in runs]))
+
+
 def best(runs: dict[str, list[dict]], names: list[str]) -> str:
     """The variant among `names` with the highest mean greedy validation accuracy (never test)."""
-    return max(names, key=lambda n: np.mean([greedy(r, "validation").mean() for r in runs[n]]))
+    return max(names, key=lambda n: mean_validation_accuracy(runs[n]))
 
 
 def lam_of(name: str) -> float:

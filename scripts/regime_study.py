@@ -18,7 +18,9 @@ Usage:
      never test): gamma 1.0, and stop_grad_next_value on at gamma 0.99 and 1.0; online IQLearn
      (alpha 0.1, sampling every 4 steps) at gamma 0.99 and 1.0; GAIL (pg_weight 0.03, its MLE term
      and KL penalty) from the same base;
-   - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn.
+   - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn;
+   - at N = 5000 (2000 steps a run), the core comparison only, seeds 0-2: MLE, the entropy bonus
+     and the two lambdas best on validation at N = 1000 (`core_variants`).
    Stages 2 and 3 depend on stage 1 only and share one queue: stage 2 at seed 0, then stage 3, then
    stage 2 at seeds 1-2.
 4. Evaluation of each final model: greedy answer accuracy on every validation and test prompt
@@ -55,6 +57,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import regime_report  # noqa: E402
 
 STEPS = {1000: 1000, 5000: 2000}  # per training-set size: MLE's validation NLL turns up before the end
+FULL_SIZE = 1000  # every stage runs at this size; the others run the core comparison (`core_variants`)
 EVERY = 100  # learning-curve points
 ENTROPY_BONUSES = (0.01, 0.03, 0.1)
 LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
@@ -208,8 +211,26 @@ def evaluate_run(workdir: str, family: str, seed: int) -> None:
         json.dump(out, f)
 
 
+def core_variants(args, base: str) -> dict[str, tuple[str, list[str]]]:
+    """At sizes other than FULL_SIZE: MLE, the entropy bonus that was best and the two lambdas that
+    were best on validation at FULL_SIZE (stage 1, every seed): what a size with 2x the steps and
+    5x the data can afford on two cores. Exits when FULL_SIZE's stage 1 is not finished."""
+    first = stage1_variants()
+    runs = {}
+    for name in first:
+        workdirs = [run_dir(args, FULL_SIZE, name, seed) for seed in FIRST_SEEDS]
+        if not all(os.path.exists(os.path.join(w, "study_eval.json")) for w in workdirs):
+            sys.exit(f"N = {FULL_SIZE}'s stage 1 is not finished ({name}); run --sizes {FULL_SIZE} first.")
+        runs[name] = [regime_report.load_run(w, name, s) for w, s in zip(workdirs, FIRST_SEEDS)]
+    beta = regime_report.best(runs, [n for n in first if "entropy" in n])
+    lambdas = [n for n in first if n.startswith("IQLearn")]
+    by_validation = sorted(lambdas, key=lambda n: -regime_report.mean_validation_accuracy(runs[n]))
+    return {n: first[n] for n in ("MLE", beta, *by_validation[:2])}
+
+
 def run_size(size: int, base: str, args, results: dict) -> None:
-    """The three stages for one training-set size; `results[size][name]` gathers the runs."""
+    """The three stages for one training-set size (the core comparison at sizes other than FULL_SIZE);
+    `results[size][name]` gathers the runs."""
     runs = results.setdefault(size, {})
 
     def go(todo: list[tuple[int, str]], variants: dict) -> None:
@@ -234,6 +255,10 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                 time.sleep(30)  # the stage ends when the other copies' runs do
 
     seed_major = lambda names, seeds: [(seed, name) for seed in seeds for name in names]  # noqa: E731
+    if size != FULL_SIZE:
+        core = core_variants(args, base)
+        go(seed_major(core, FIRST_SEEDS), core)
+        return
     first = stage1_variants()
     go(seed_major(first, FIRST_SEEDS), first)
     if args.stage == "1":
