@@ -188,6 +188,7 @@ def export(args: list[str]) -> int:
 
     import jax
 
+    from jirl.data import chat
     from jirl.models import hf
     from jirl.train.workdir import load_trained
 
@@ -200,7 +201,8 @@ def export(args: list[str]) -> int:
     source = os.path.expanduser(source)
     if os.path.isfile(source):  # a tokenizer file: its folder's tokenizer files travel along
         source = os.path.dirname(source)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"):
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
+    for name in (*tokenizer_files, chat.TEMPLATE_FILE):
         if source and os.path.isfile(os.path.join(os.path.expanduser(source), name)):
             shutil.copy(os.path.join(os.path.expanduser(source), name), os.path.join(fv.out, name))
     family = fv.model_type or hf.family_of(config)
@@ -223,6 +225,8 @@ def _export_adapter(trained, workdir: str, out: str, model_type: str | None) -> 
             "(model.lora.rank=0); export it without --adapter."
         )
     base = run.config.model.get("init_from") or None
+    if base and os.path.isdir(os.path.expanduser(base)):  # PEFT reads the path from anywhere
+        base = os.path.abspath(os.path.expanduser(base))
     hf.config_to_hf(run.model, model_type)  # the family must express the base
     peft.save_adapter(jax.device_get(trained.adapters), run.model, run.lora, out, base, model_type)
     print(

@@ -181,10 +181,29 @@ class ChatTemplate:
         return probe[:at] if at >= 0 else ""
 
     def _end_marker(self, before: Sequence[Mapping[str, Any]]) -> str:
-        """What the template writes after an assistant turn's content (e.g. '<|im_end|>'), stripped."""
-        probe = self.render([*before, {"role": "assistant", "content": _PROBE}])
-        at = probe.rfind(_PROBE)
-        return probe[at + len(_PROBE) :].rstrip() if at >= 0 else ""
+        """What the template writes after an assistant turn's content when another turn follows it (e.g.
+        '<|im_end|>'), stripped: the common start of what follows the turn when it is the last one and
+        when a user turn follows it, so that text written only at a conversation's end (Phi-3's
+        eos_token) is not part of it. Where the two diverge inside a token ('<|endoftext|>' against
+        '<|user|>') the marker ends at the last whitespace or '>' before that point."""
+        turn = {"role": "assistant", "content": _PROBE}
+        endings = []
+        for after in ([], [{"role": "user", "content": "\x00"}]):
+            try:
+                probe = self.render([*before, turn, *after])
+            except ConfigError:  # a template that refuses the probe conversation: the last-turn ending
+                continue
+            at = probe.find(_PROBE)  # the assistant turn's: no other message holds the probe
+            if at >= 0:
+                endings.append(probe[at + len(_PROBE) :])
+        if not endings:
+            return ""
+        common = min(map(len, endings))
+        for k in range(common):
+            if len({ending[k] for ending in endings}) > 1:  # they diverge inside the text after the turn:
+                common = max(endings[0].rfind(c, 0, k) for c in " \t\n>") + 1  # back to a marker's end
+                break
+        return endings[0][:common].rstrip()
 
 
 def _template_messages(messages: Sequence[Mapping[str, Any]]) -> Messages:

@@ -92,6 +92,11 @@ def tokenize_chat(
     template = chat_template(tokenizer)
     text, spans = template.response_spans(messages)
     ids, offsets = tokenizer.encode_with_offsets(text)
+    if len(ids) < 2:
+        raise ConfigError(
+            f"a chat row renders to {len(ids)} token(s) with this chat template; a row needs at least two "
+            "(a prompt token and a response token)."
+        )
     in_span = np.zeros(len(ids), np.float32)
     for start, end in spans:
         in_span[[k for k, (a, b) in enumerate(offsets) if b > start and a < end]] = 1.0

@@ -132,6 +132,11 @@ def from_config(block: Mapping[str, Any] | None) -> LoraConfig | None:
     values = {**accepted, **block}
     targets = values["targets"]
     targets = [targets] if isinstance(targets, str) else targets  # "q_proj,v_proj" too
+    if not isinstance(targets, (list, tuple)):
+        raise ConfigError(
+            f"model.lora.targets={targets!r} is not accepted; give module names among {list(TARGETS)}, "
+            "as a list or one comma-separated string."
+        )
     values["targets"] = tuple(t.strip() for item in targets for t in str(item).split(",") if t.strip())
     rank = values["rank"]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:

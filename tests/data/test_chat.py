@@ -140,10 +140,19 @@ CHATML_GENERATION = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Phi-3's (mini-instruct): eos_token after the last turn only, so a turn followed by another ends at <|end|>.
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
 THOUGHT = "<think>\nsmall sums\n</think>\n\n"
 SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
 ]  # fmt: skip
 CHATML = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 LLAMA = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
@@ -151,6 +160,8 @@ TEMPLATES = {
     "qwen2.5": (QWEN25, CHATML, [THOUGHT + "a1<|im_end|>", "Two.<|im_end|>"]),
     "llama3": (LLAMA3, LLAMA, [THOUGHT + "a1<|eot_id|>", "Two.<|eot_id|>"]),
     "qwen3": (QWEN3, CHATML, ["a1<|im_end|>", "<think>\n\n</think>\n\nTwo.<|im_end|>"]),
+    # the first turn stops at <|end|>: the next user turn is not a response
+    "phi3": (PHI3, {"eos_token": "<|endoftext|>"}, [THOUGHT + "a1<|end|>", "Two.<|end|>\n<|endoftext|>"]),
 }
 CONVERSATION = [
     {"role": "system", "content": "You add numbers."},
@@ -301,3 +312,10 @@ def test_template_refusals_are_one_line(tmp_path):
         template.render([{"role": "assistant", "content": "hi"}])
     with pytest.raises(ValueError, match=r"^the chat template is not valid jinja2: .* \(line 1\)\.$"):
         chat.ChatTemplate("{% if %}").render(CONVERSATION)
+    folder = write_checkpoint_tokenizer(
+        tmp_path, "{% for m in messages %}{{ m['content'] }}{% endfor %}", CHATML
+    )
+    with pytest.raises(ValueError, match=r"^a chat row renders to 1 token\(s\) with this chat template"):
+        tokenize_chat(
+            [{"role": "user", "content": ""}, {"role": "assistant", "content": "2"}], HFTokenizer(folder)
+        )

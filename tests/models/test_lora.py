@@ -110,6 +110,7 @@ def test_the_block_defaults_to_off_and_reads_its_keys():
         (dict(rank=4, dropout=1.0), "model.lora.dropout=1.0 is not accepted"),
         (dict(rank=4, alpha=-2.0), "model.lora.alpha=-2.0 is not accepted"),
         (dict(rank=4, ranks=2), "model.lora has no key(s) ['ranks']"),
+        (dict(rank=4, targets=None), "model.lora.targets=None is not accepted; give module names"),
     ],
 )
 def test_bad_blocks_are_refused_in_one_sentence(block, message):

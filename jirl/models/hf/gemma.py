@@ -58,7 +58,27 @@ def _layer_pattern(fields: dict[str, Any], layer_types: list[str], every: int) -
     return check_layer_types(fields, layer_types)
 
 
+# transformers' GemmaConfig / Gemma2Config defaults for the keys a config.json may omit (an explicit
+# null stays null: a softcap or window of None is off).
+_GEMMA_DEFAULTS = dict(
+    head_dim=256,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    hidden_act="gelu_pytorch_tanh",
+)
+_GEMMA2_DEFAULTS = dict(
+    _GEMMA_DEFAULTS,
+    hidden_activation="gelu_pytorch_tanh",
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+    final_logit_softcapping=30.0,
+    attn_logit_softcapping=50.0,
+)
+
+
 def _gemma_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    hf = {**_GEMMA_DEFAULTS, **hf}
     fields = shared_fields(hf, tied=True, gelu="gelu_pytorch_tanh")  # as transformers reads "gelu"
     fields.update(norm="rms_plus_one", embed_scale=True)
     return fields
@@ -69,8 +89,9 @@ def _read_gemma(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_gemma2(hf: dict[str, Any]) -> dict[str, Any]:
+    hf = {**_GEMMA2_DEFAULTS, **hf}
     fields = _gemma_fields(hf)
-    query_scale = float(hf.get("query_pre_attn_scalar", 256))
+    query_scale = float(hf["query_pre_attn_scalar"])
     fields.update(
         post_norms=True,
         query_scale=0.0 if query_scale == fields["head_dim"] else query_scale,  # 0: head_dim

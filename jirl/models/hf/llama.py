@@ -13,9 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from jirl.errors import ConfigError
 from jirl.models.config import ModelConfig
 from jirl.models.hf.family import Family, activation, activation_name, refuse, require
 
+# The keys a config.json must give (the others have transformers' defaults).
+REQUIRED_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+)
 LAYER = "model.layers.{i}."
 LLAMA_TABLE = [
     ("model.embed_tokens.weight", "embed", "table"),
@@ -57,6 +67,10 @@ def read_rope(hf: dict[str, Any]) -> dict[str, Any]:
         refuse("partial_rotary_factor", params.get("partial_rotary_factor"), [1.0])
     if kind == "default":
         return dict(rope_theta=float(theta))
+    needs = {"linear": ["factor"], "llama3": ["factor", "low_freq_factor", "high_freq_factor"]}.get(kind, [])
+    missing = [key for key in needs if params.get(key) is None]
+    if missing:
+        raise ConfigError(f"config.json's '{kind}' RoPE scaling lacks {missing}; it needs {needs}.")
     if kind == "linear":
         return dict(rope_theta=float(theta), rope_scaling="linear", rope_factor=float(params["factor"]))
     if kind != "llama3":
@@ -75,6 +89,9 @@ def read_rope(hf: dict[str, Any]) -> dict[str, Any]:
 
 def shared_fields(hf: dict[str, Any], tied: bool, gelu: str = "gelu") -> dict[str, Any]:
     """The keys all four families share; `tied` is the tie_word_embeddings default."""
+    missing = [key for key in REQUIRED_KEYS if hf.get(key) is None]
+    if missing:
+        raise ConfigError(f"config.json lacks {missing}; a Llama-style config needs {list(REQUIRED_KEYS)}.")
     d, h = hf["hidden_size"], hf["num_attention_heads"]
     require(hf, "pretraining_tp", (1, None))
     require(hf, "use_bidirectional_attention", (False, None))

@@ -107,6 +107,23 @@ def test_unsupported_options_are_refused_by_name(tmp_path, family, changes, mess
         hf.load(folder)
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(max_position_embeddings=None), r"config.json lacks \['max_position_embeddings'\]"),
+        (dict(rope_parameters=dict(rope_type="linear")), r"'linear' RoPE scaling lacks \['factor'\]"),
+        (
+            dict(rope_parameters=dict(rope_type="llama3", factor=8.0)),
+            r"'llama3' RoPE scaling lacks \['low_freq_factor', 'high_freq_factor'\]",
+        ),
+    ],
+)
+def test_missing_required_keys_are_named(changes, message):
+    config = {**hf.config_to_hf(models.get_config("tiny"), "llama"), "model_type": "llama", **changes}
+    with pytest.raises(ConfigError, match=message):
+        hf.config_from_hf(config)
+
+
 def test_save_refuses_what_the_family_cannot_express(tmp_path):
     cfg = models.get_config("tiny", qkv_bias=True, mlp_bias=True)
     _, params = models.split(models.create(cfg))
@@ -135,3 +152,22 @@ def test_an_activation_a_family_has_no_name_for_is_refused(preset, model_type, f
     message = rf"model.activation='relu' cannot be expressed as Hugging Face {family}"
     with pytest.raises(ConfigError, match=message):
         hf.config_to_hf(cfg, model_type)
+
+
+@pytest.mark.parametrize("model_type", ["gemma", "gemma2"])
+def test_keys_a_gemma_config_omits_take_transformers_defaults(model_type):
+    """A config.json naming only the shape reads as transformers' own config class fills it in
+    (Gemma 2: softcaps 50 / 30, window 4096; both: head_dim 256), and an explicit null stays off."""
+    import transformers
+
+    minimal = dict(model_type=model_type, vocab_size=97, hidden_size=32, intermediate_size=64,
+                   num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    config_class = transformers.GemmaConfig if model_type == "gemma" else transformers.Gemma2Config
+    filled = config_class(**{k: v for k, v in minimal.items() if k != "model_type"}).to_dict()
+    assert hf.config_from_hf(minimal) == hf.config_from_hf(filled)
+    assert hf.config_from_hf(minimal).head_dim == 256
+    if model_type == "gemma2":
+        cfg = hf.config_from_hf(minimal)
+        assert (cfg.attn_softcap, cfg.final_softcap, cfg.sliding_window) == (50.0, 30.0, 4096)
+        off = hf.config_from_hf(dict(minimal, attn_logit_softcapping=None, final_logit_softcapping=None))
+        assert (off.attn_softcap, off.final_softcap) == (0.0, 0.0)

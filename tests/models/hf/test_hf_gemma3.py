@@ -180,3 +180,35 @@ def test_the_multimodal_gemma3_loads_as_its_text_model(tmp_path):
     np.testing.assert_array_equal(params["embed"], tensors["language_model.model.embed_tokens.weight"])
     with pytest.raises(ConfigError, match="written as Hugging Face model_type 'gemma3_text'"):
         hf.config_to_hf(ours.config, "gemma3")
+
+
+def test_an_adapter_over_the_multimodal_gemma3_loads_in_peft_with_jirls_logits(tmp_path):
+    """PEFT finds the adapters under Gemma3ForConditionalGeneration's model.language_model.* modules:
+    the adapted logits are jirl's with W + (alpha / r) A B merged."""
+    import jax
+    import peft
+
+    from jirl.models import lora as lora_lib
+    from jirl.models.hf import peft as jirl_peft
+
+    base = tmp_path / "base"
+    _multimodal_gemma3().save_pretrained(base)
+    ours = hf.load(base)
+    cfg = ours.config
+    lora = lora_lib.LoraConfig(rank=2, alpha=4.0, targets=("q_proj", "v_proj", "down_proj"))
+    adapters = lora_lib.init_adapters(cfg, lora, seed=0)
+    rng = np.random.default_rng(0)
+    for adapter in adapters["layers"].values():  # B = 0 at init: make the adapters do something
+        adapter["b"] = jnp.asarray(rng.normal(0, 0.3, adapter["b"].shape), jnp.float32)
+    jirl_peft.save_adapter(adapters, cfg, lora, tmp_path / "adapter", base_model=str(base))
+    model = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter"
+    ).eval()
+    graphdef, params = models.split(ours)
+    merged = lora_lib.merge(jax.device_get(params), adapters, lora)
+    expected = np.asarray(models.apply(graphdef, merged, jnp.asarray(TOKENS)))
+    np.testing.assert_allclose(hf_logits(model, TOKENS), expected, atol=1e-4, rtol=0)
+    with model.disable_adapter():
+        assert not np.allclose(hf_logits(model, TOKENS), expected, atol=1e-3)
+    adapted = [name for name, _ in model.named_parameters() if "lora_A" in name]
+    assert len(adapted) == 3 * cfg.num_layers and all("language_model" in name for name in adapted)
