@@ -8,7 +8,9 @@ real token attends to it); each row stops at EOS or after `max_new_tokens`. Toke
 greedily (temperature 0) or sampled from the softmax of z / temperature, optionally restricted
 to the top-k logits and then to the top-p (nucleus) set. With `num_ids`, only ids below it are
 drawn: a model whose vocabulary is padded beyond its tokenizer's (Qwen: 151,936 rows for 151,669
-ids) never emits an id the tokenizer cannot decode.
+ids) never emits an id the tokenizer cannot decode. `eos_id` may be several ids (a tuple, as
+`jirl.data.stop_ids` gives: EOS, a checkpoint's generation_config.json ids, a chat template's
+end-of-turn token); a row ends at the first of any.
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ class Generation(NamedTuple):
     logprobs: np.ndarray
     entropies: np.ndarray
     logits: np.ndarray | None = None
+
+
+def stop_set(eos_id: int | Sequence[int]) -> tuple[int, ...]:
+    """The ids that end a row: `eos_id` itself, or each of several."""
+    return (int(eos_id),) if isinstance(eos_id, (int, np.integer)) else tuple(int(i) for i in eos_id)
+
+
+def response_length(tokens: Sequence[int], eos_id: int | Sequence[int]) -> int:
+    """Tokens up to and including the first stop id (all of them when none occurs)."""
+    stops = set(stop_set(eos_id))
+    return next((k + 1 for k, token in enumerate(tokens) if token in stops), len(tokens))
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +121,7 @@ def decode(
     rng: jax.Array,
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     pad_id: int,
     temperature: float = 0.0,
     top_k: int = 0,
@@ -194,7 +207,7 @@ def decode(
         if return_logits:
             new["logits"] = jnp.where(live_B[:, None], logits_BV, 0.0)
         out = {k: out[k].at[:, i].set(new[k]) for k in out}
-        done_B = done_B | (token_B == eos_id)
+        done_B = done_B | jnp.isin(token_B, jnp.asarray(stop_set(eos_id), jnp.int32))
         logits_B1V, cache = step_fn(
             token_B[:, None],
             positions=(lengths_B + i)[:, None],
@@ -236,7 +249,7 @@ def generate_with_logprobs(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | Sequence[int],
     pad_id: int = 0,
     temperature: float = 0.0,
     top_k: int = 0,
@@ -247,7 +260,8 @@ def generate_with_logprobs(
     return_logits: bool = False,
     num_ids: int = 0,
 ) -> list[Generation]:
-    """Continues each prompt; one `Generation` per prompt, its tokens up to and including EOS.
+    """Continues each prompt; one `Generation` per prompt, its tokens up to and including EOS (the
+    first of the `eos_id` ids, when several).
 
     temperature 0 is greedy; otherwise tokens are drawn from softmax(z / temperature) restricted to
     the top_k logits (0: off) and then to the top_p nucleus (1: off). Prompts are processed
@@ -289,7 +303,7 @@ def generate_with_logprobs(
             lengths,
             sub,
             max_new_tokens=int(max_new_tokens),
-            eos_id=eos_id,
+            eos_id=stop_set(eos_id),
             pad_id=pad_id,
             temperature=float(temperature),
             top_k=int(top_k),
@@ -300,7 +314,7 @@ def generate_with_logprobs(
         out = jax.tree.map(np.asarray, out)
         for row in range(n_real):
             tokens = out["tokens"][row].tolist()
-            n = tokens.index(eos_id) + 1 if eos_id in tokens else len(tokens)
+            n = response_length(tokens, eos_id)
             results.append(
                 Generation(
                     tokens=tokens[:n],
@@ -319,7 +333,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | Sequence[int],
     pad_id: int = 0,
     temperature: float = 0.0,
     top_k: int = 0,

@@ -293,3 +293,17 @@ def test_per_row_keys_make_each_row_independent_of_its_place_and_neighbours(tiny
     one_key = sampling.decode(graphdef, params, block, lengths, jax.random.PRNGKey(5), **{
         **options, "per_row_keys": False})["tokens"]  # fmt: skip
     assert not np.array_equal(np.asarray(one_key), whole)  # a different stream than the block key's
+
+
+def test_a_row_ends_at_the_first_of_several_stop_ids(tiny):
+    """eos_id as a tuple (EOS, a chat end-of-turn token, ...): each row stops at the first of any,
+    that token included, and its tokens up to there are the single-EOS run's."""
+    graphdef, params = tiny
+    free = sampling.generate(graphdef, params, RAGGED, max_new_tokens=12, eos_id=-1)
+    stops = (free[0][3], free[1][5])  # ids the greedy rows produce part-way
+    stopped = sampling.generate(graphdef, params, RAGGED, max_new_tokens=12, eos_id=(-1, *stops))
+    for row, out in zip(free, stopped):
+        n = sampling.response_length(row, stops)
+        assert out == row[:n]
+        assert n == len(row) or (row[n - 1] in stops and not set(row[: n - 1]) & set(stops))
+    assert len(stopped[0]) <= 4 and len(stopped[1]) <= 6

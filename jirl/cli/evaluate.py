@@ -41,7 +41,7 @@ def _sample(trained: Trained, prompt_ids, k, *, temperature, top_k, top_p, max_n
     tokenizer = trained.run.tokenizer
     generations = sampling.generate_with_logprobs(
         trained.graphdef, trained.params, repeated, max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, temperature=temperature,
+        eos_id=data.stop_ids(tokenizer), pad_id=tokenizer.pad_id, temperature=temperature,
         top_k=top_k, top_p=top_p, seed=seed, num_ids=tokenizer.vocab_size,
     )  # fmt: skip
     texts = [tokenizer.decode(g.tokens) for g in generations]

@@ -19,6 +19,7 @@ from jirl.data.tokenizer import (
     Tokenizer,
     check_vocab,
     get_tokenizer,
+    stop_ids,
     train_sentencepiece,
 )
 from jirl.data.vocabulary import make_tokenizer, task_sentencepiece
@@ -41,6 +42,7 @@ __all__ = [
     "make_problem",
     "make_tokenizer",
     "pop_stats",
+    "stop_ids",
     "task_names",
     "task_sentencepiece",
     "tokenize_example",

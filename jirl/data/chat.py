@@ -180,6 +180,11 @@ class ChatTemplate:
         at = probe.find(_PROBE)
         return probe[:at] if at >= 0 else ""
 
+    def end_of_turn(self) -> str:
+        """The end-of-turn marker after an assistant turn that answers a user turn ('' when the template
+        renders no such conversation)."""
+        return self._end_marker([{"role": "user", "content": "1"}])
+
     def _end_marker(self, before: Sequence[Mapping[str, Any]]) -> str:
         """What the template writes after an assistant turn's content when another turn follows it (e.g.
         '<|im_end|>'), stripped: the common start of what follows the turn when it is the last one and

@@ -8,6 +8,11 @@ as BOS/pad, so `[BOS] + prompt` and left-padded prompts still decode to the prom
 
 Padding is always located by lengths, segment ids and loss masks, never by comparing ids with
 `pad_id`, so a tokenizer without a pad token uses its EOS id as `pad_id`.
+
+`stop_ids(tokenizer)`: the ids that end a sampled response. EOS, and for a Hugging Face checkpoint
+the ids its generation_config.json lists as `eos_token_id` and its chat template's end-of-turn token
+(Qwen's '<|im_end|>', Gemma's '<end_of_turn>', Llama 3's '<|eot_id|>'), as transformers' `generate`
+stops at the first two: a base model's EOS ('<|endoftext|>') is not what ends a chat turn.
 """
 
 import io
@@ -33,6 +38,11 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Iterable[int]) -> str: ...
+
+
+def stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """EOS first, then any other id that ends a response (a tokenizer's `stop_ids`, when it has them)."""
+    return tuple(dict.fromkeys((tokenizer.eos_id, *getattr(tokenizer, "stop_ids", ()))))
 
 
 def _content_ids(ids: Iterable[int], vocab_size: int, bos: int, eos: int, pad: int) -> list[int]:
@@ -172,6 +182,8 @@ class HFTokenizer:
     and `special_tokens_map.json` beside the file, then common names (`<s>`, `</s>`,
     `<|endoftext|>`, ...). A missing BOS or pad falls back to EOS; a missing EOS is an error.
     `chat_template` is the folder's chat template (`jirl.data.chat`), None when it has none.
+    `stop_ids`: EOS, generation_config.json's `eos_token_id` (one id or a list) and the chat
+    template's end-of-turn token when it is one token.
     """
 
     def __init__(
@@ -199,6 +211,21 @@ class HFTokenizer:
         self.pad_id = eos_id if pad_id is None else pad_id
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
         self.chat_template = ChatTemplate.from_folder(self.path.parent)
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> tuple[int, ...]:
+        ids = [self.eos_id]
+        generation = self.path.parent / "generation_config.json"
+        listed = (
+            json.loads(generation.read_text(encoding="utf-8")).get("eos_token_id")
+            if generation.is_file()
+            else None
+        )
+        ids += listed if isinstance(listed, list) else [listed] if isinstance(listed, int) else []
+        if self.chat_template is not None:
+            marker = self.encode(self.chat_template.end_of_turn())
+            ids += marker if len(marker) == 1 else []
+        return tuple(dict.fromkeys(i for i in ids if isinstance(i, int) and 0 <= i < self.vocab_size))
 
     def _special(self, role: str, explicit: dict, configured: dict, names: tuple[str, ...]) -> int | None:
         """The id of the `role` token: explicit, then configured (both must exist), then by name."""

@@ -38,7 +38,7 @@ def answer_accuracy_on_split(
         params,
         prompt_ids,
         max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_id,
+        eos_id=data.stop_ids(tokenizer),
         pad_id=tokenizer.pad_id,
         temperature=temperature,
         seed=seed,

@@ -69,15 +69,21 @@ def prompt_block(
 
 @functools.partial(jax.jit, static_argnames=("eos_id", "samples_per_prompt"))
 def policy_rows(
-    expert: dict[str, jax.Array], tokens_BN: jax.Array, *, eos_id: int, samples_per_prompt: int = 0
+    expert: dict[str, jax.Array],
+    tokens_BN: jax.Array,
+    *,
+    eos_id: int | tuple[int, ...],
+    samples_per_prompt: int = 0,
 ) -> dict[str, Any]:
-    """(policy batch [B, T], examples dropped for want of room, response tokens) from the sampled tokens."""
+    """(policy batch [B, T], examples dropped for want of room, response tokens) from the sampled tokens;
+    a response ends at its first EOS (any of the ids when `eos_id` is a tuple)."""
     inputs_BT = expert["inputs"]
     b, t = inputs_BT.shape
     n = tokens_BN.shape[1]
     source_B = _source_rows(b, samples_per_prompt)
     prompt_B = jnp.minimum(prompt_lengths(expert)[source_B], t + 1)
-    ended_BN = jnp.cumsum(tokens_BN == eos_id, axis=1) - (tokens_BN == eos_id)  # EOSes strictly before
+    stop_BN = jnp.isin(tokens_BN, jnp.asarray(eos_id, jnp.int32))
+    ended_BN = jnp.cumsum(stop_BN, axis=1) - stop_BN  # EOSes strictly before
     response_B = jnp.sum(ended_BN == 0, axis=1)  # tokens up to and including the first EOS
     if samples_per_prompt:  # the rows beyond the last whole group answer no prompt
         response_B = jnp.where(jnp.arange(b) < (b // samples_per_prompt) * samples_per_prompt, response_B, 0)

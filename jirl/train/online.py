@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from jirl import sampling, sharding
+from jirl import data, sampling, sharding
 from jirl.errors import ConfigError
 from jirl.train import device_policy
 
@@ -182,6 +182,7 @@ class PolicySampler:
         if every < 1:
             raise ConfigError(f"online.sample_every={every} must be at least 1.")
         self.graphdef, self.tokenizer = graphdef, tokenizer
+        self.stop_ids = data.stop_ids(tokenizer)  # a response ends at EOS or a chat end-of-turn token
         self.every, self.max_new_tokens = every, max_new_tokens
         self.temperature, self.seed = temperature, seed
         self.mesh, self.rules = mesh, rules
@@ -276,11 +277,11 @@ class PolicySampler:
         )  # fmt: skip
         out = sampling.decode(
             self.graphdef, params, block, lengths, keys, max_new_tokens=self.max_new_tokens,
-            eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id, temperature=self.temperature,
+            eos_id=self.stop_ids, pad_id=self.tokenizer.pad_id, temperature=self.temperature,
             per_row_keys=True, num_ids=self.tokenizer.vocab_size,
         )  # fmt: skip
         policy, dropped, tokens = device_policy.policy_rows(
-            expert, out["tokens"], eos_id=self.tokenizer.eos_id, samples_per_prompt=k
+            expert, out["tokens"], eos_id=self.stop_ids, samples_per_prompt=k
         )
         tokens, dropped = jax.device_get((tokens, dropped))
         return policy, float(tokens), int(dropped)
@@ -315,7 +316,7 @@ class PolicySampler:
             rows_sharding = sharding.batch_sharding(self.mesh, self.rules)
             inputs = tuple(jax.make_array_from_process_local_data(rows_sharding, x) for x in inputs)
         out = sampling.decode(
-            self.graphdef, params, *inputs, max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
+            self.graphdef, params, *inputs, max_new_tokens=self.max_new_tokens, eos_id=self.stop_ids,
             pad_id=self.tokenizer.pad_id, temperature=self.temperature, per_row_keys=True,
             num_ids=self.tokenizer.vocab_size,
         )  # fmt: skip
@@ -324,8 +325,7 @@ class PolicySampler:
             tokens = multihost_utils.global_array_to_host_local_array(tokens, self.mesh, rows_sharding.spec)
         responses = []
         for row in np.asarray(tokens)[: len(prompts)].tolist():
-            n = row.index(self.tokenizer.eos_id) + 1 if self.tokenizer.eos_id in row else len(row)
-            responses.append(row[:n])
+            responses.append(row[: sampling.response_length(row, self.stop_ids)])
         return responses
 
 

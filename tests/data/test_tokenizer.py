@@ -15,6 +15,7 @@ from jirl.data.tokenizer import (
     Tokenizer,
     check_vocab,
     get_tokenizer,
+    stop_ids,
     train_sentencepiece,
 )
 
@@ -332,3 +333,22 @@ def test_check_vocab():
 def test_sentencepiece_encodings_concatenate(sp):
     prompt, response = "12 + 30 =", " 42"
     assert sp.decode(sp.encode(prompt) + sp.encode(response)) == prompt + response
+
+
+def test_hf_stop_ids_hold_eos_the_generation_config_and_the_chat_end_of_turn(tmp_path):
+    """A base checkpoint with EOS <|endoftext|>, generation_config.json's ids, and a ChatML template
+    whose turns end at <|im_end|>: a sampled response stops at any of them."""
+    hf = byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fill|>"])
+    hf.save(str(tmp_path / "tokenizer.json"))
+    chatml = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    config = {"eos_token": "<|endoftext|>", "chat_template": chatml}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    eos, im_end, fill = (hf.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", "<|fill|>"))
+    assert HFTokenizer(tmp_path).stop_ids == (eos, im_end)
+    assert stop_ids(HFTokenizer(tmp_path)) == (eos, im_end)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [fill, eos, 10**6]}))
+    assert HFTokenizer(tmp_path).stop_ids == (eos, fill, im_end)  # an id beyond the vocabulary is dropped
+    assert stop_ids(ByteTokenizer()) == (ByteTokenizer.eos_id,)
