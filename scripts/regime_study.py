@@ -10,7 +10,8 @@ Usage:
 2. Fine-tunes on `experiments/arith_shifted.py` (harder problems in new phrasings) with N training
    examples, N in --sizes, for `STEPS[N]` steps each (long enough that MLE's validation NLL turns
    up), learning rate 2e-3, the same budget (steps, batch, tokens) for every variant; validation
-   NLL and answer accuracy (100 prompts, greedy) every `EVERY` steps: the learning curves.
+   NLL and answer accuracy (100 prompts, greedy) every `EVERY[N]` steps (ten points a run): the
+   learning curves.
 3. Variants, in the order they run (a stage's choices need the stage before it):
    - stage 1, seeds 0-2: MLE; MLE + entropy bonus at ENTROPY_BONUSES; offline IQLearn at LAMBDAS
      with gamma 0.99 (gamma < 1 so that the extracted reward is not the log-likelihood plus V(s_0));
@@ -58,7 +59,7 @@ import regime_report  # noqa: E402
 
 STEPS = {1000: 1000, 5000: 2000}  # per training-set size: MLE's validation NLL turns up before the end
 FULL_SIZE = 1000  # every stage runs at this size; the others run the core comparison (`core_variants`)
-EVERY = 100  # learning-curve points
+EVERY = {1000: 100, 5000: 200}  # learning-curve points: ten a run (they cost more than the steps on CPU)
 ENTROPY_BONUSES = (0.01, 0.03, 0.1)
 LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
 TEMPERATURES = (0.5, 1.0)
@@ -174,7 +175,7 @@ def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed
         _run([sys.executable, "-m", "jirl.cli", "train", f"--config=experiments/arith_shifted.py:{objective}",
               f"--workdir={workdir}", "--progress=false", f"--config.task.config=shifted_{size}",
               f"--config.train.steps={STEPS[size]}", f"--config.train.seed={seed}",
-              f"--config.eval.every={EVERY}", f"--config.eval.answers_every={EVERY}",
+              f"--config.eval.every={EVERY[size]}", f"--config.eval.answers_every={EVERY[size]}",
               "--config.eval.num_examples=100", "--config.eval.loss_batches=8",
               f"--config.train.checkpoint_every={STEPS[size]}", f"--config.model.init_from={base}",
               *FINE_TUNE, *overrides])  # fmt: skip
