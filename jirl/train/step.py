@@ -81,8 +81,9 @@ def _is_count(key: str) -> bool:
 
 
 def _loss_fn(graphdef: nnx.GraphDef, objective: Callable, head: forward.HeadOptions) -> Callable:
-    """(params, expert, policy | None[, adapters]) -> (loss, metrics): each stream through the head,
-    then the objective. `adapters` (`layers.Adapters`): LoRA on the frozen `params`."""
+    """(params, expert, policy | None[, adapters[, policy_adapters]]) -> (loss, metrics): each stream
+    through the head, then the objective. `adapters` (`layers.Adapters`): LoRA on the frozen `params`;
+    `policy_adapters`, the policy stream's (the same adapters with their own dropout key), else `adapters`."""
     mean_logit = bool(getattr(objective, "needs_mean_logit", False))
     expected_logit = bool(getattr(objective, "needs_expected_logit", False))
 
@@ -98,23 +99,26 @@ def _loss_fn(graphdef: nnx.GraphDef, objective: Callable, head: forward.HeadOpti
         )
         return losses.Stream(stats, batch)
 
-    def loss_of(params, expert, policy, adapters=None):
+    def loss_of(params, expert, policy, adapters=None, policy_adapters=None):
         if policy is None:
             return objective(*stream(params, expert, adapters))
-        return objective(*stream(params, expert, adapters), policy=stream(params, policy, adapters))
+        policy_stream = stream(params, policy, adapters if policy_adapters is None else policy_adapters)
+        return objective(*stream(params, expert, adapters), policy=policy_stream)
 
     return loss_of
 
 
 def _lora_loss_fn(loss_of: Callable, lora: Any, base: Any, key: jax.Array) -> Callable:
     """(adapters, expert, policy) -> (loss, metrics): the model is the frozen `base` with the adapters
-    (the only argument differentiated); `key` draws the adapters' dropout."""
-    dropout_key = key if lora.dropout > 0 else None
+    (the only argument differentiated); `key` draws the adapters' dropout, fold_in(key, 0) on the
+    expert stream and fold_in(key, 1) on the policy's, so that their masks are independent."""
+
+    def with_dropout(adapters, stream: int):
+        key_or_none = jax.random.fold_in(key, stream) if lora.dropout > 0 else None
+        return layers.Adapters(adapters["layers"], lora.scale, lora.dropout, key_or_none)
 
     def loss_of_adapters(adapters, expert, policy):
-        return loss_of(
-            base, expert, policy, layers.Adapters(adapters["layers"], lora.scale, lora.dropout, dropout_key)
-        )
+        return loss_of(base, expert, policy, with_dropout(adapters, 0), with_dropout(adapters, 1))
 
     return loss_of_adapters
 

@@ -43,6 +43,23 @@ def _batch(seed, b=2, t=16):
     }
 
 
+def test_dropout_masks_of_the_expert_and_policy_streams_are_independent():
+    """One step's key, folded per stream: the same rows through both streams drop different units."""
+    from jirl.train import step as step_lib
+
+    seen = {}
+
+    def loss_of(params, expert, policy, adapters, policy_adapters):
+        seen["expert"], seen["policy"] = adapters, policy_adapters
+        return jnp.zeros(()), {}
+
+    config = lora.LoraConfig(rank=2, alpha=4.0, dropout=0.5)
+    step_lib._lora_loss_fn(loss_of, config, None, jax.random.key(3))({"layers": {}}, {}, {})
+    assert seen["expert"].dropout == seen["policy"].dropout == 0.5
+    kept = [np.asarray(jax.random.bernoulli(seen[k].key, 0.5, (4096,))) for k in ("expert", "policy")]
+    assert 0.45 < (kept[0] == kept[1]).mean() < 0.55  # independent masks agree on about half the units
+
+
 @pytest.mark.parametrize(
     "name, opts, online, dropout",
     [
