@@ -24,6 +24,7 @@ from jirl.errors import Diverged
 from jirl.experiment import DEFAULT_MAX_NONFINITE_STEPS, Run
 from jirl.train import adversarial, online, plots
 from jirl.train import lora as lora_run
+from jirl.train.batch_check import check_batch
 from jirl.train.checkpoint import Checkpointer
 from jirl.train.evaluator import Evaluator
 from jirl.train.lock import WorkdirLock
@@ -36,7 +37,7 @@ from jirl.train.state import (
     sharded_state_target,
     state_of_params,
 )
-from jirl.train.step import check_batch, run_train_step
+from jirl.train.step import run_train_step
 from jirl.train.stop import StopRequest
 from jirl.train.window import LogWindow
 from jirl.train.workdir import load_trained
