@@ -175,12 +175,12 @@ def decode(
         i, _, _, out, done_B, _ = carry
         return (i < n) & ~jnp.all(done_B)
 
-    vocab = first_logits_BV.shape[-1]
-    allowed_V = jnp.arange(vocab) < (num_ids if 0 < num_ids < vocab else vocab)
+    limited = 0 < num_ids < first_logits_BV.shape[-1]  # static: no mask when every id is allowed
 
     def draw(logits_BV, key, i):
         """(token_B, log q_B, the key carried to the next step)."""
-        logits_BV = jnp.where(allowed_V, logits_BV, -jnp.inf)
+        if limited:
+            logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < num_ids, logits_BV, -jnp.inf)
         options = dict(temperature=temperature, top_k=top_k, top_p=top_p)
         if not per_row_keys:
             key, sub = jax.random.split(key)
