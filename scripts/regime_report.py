@@ -1,4 +1,4 @@
-"""Tables and plots of `scripts/regime_study.py` from its finished runs (each run's workdir files)."""
+"""Tables and plots of `scripts/regime_study.py` from its finished runs' records (a small JSON file each)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,38 @@ CURVE_KEYS = ("eval_nll", "eval_answer_accuracy")
 SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4  # K per prompt, on the first prompts; N for the reward
 
 
-def load_run(workdir: str, name: str, seed: int) -> dict:
-    """One finished, evaluated run: its study evaluation, learning curves and training time."""
+def read_workdir(workdir: str) -> dict:
+    """One finished, evaluated run's measures from its workdir: the study evaluation, the learning
+    curves, the final training loss and the training time (what a record keeps; no checkpoints)."""
     with open(os.path.join(workdir, "study_eval.json")) as f:
         run = json.load(f)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     run["curves"] = {key: [(r["step"], r[key]) for r in records if key in r] for key in CURVE_KEYS}
-    run["train"] = [r for r in records if "loss" in r]
+    losses = [r for r in records if "loss" in r]
+    last = losses[-1] if losses else {}
+    run["final_train"] = {k: v for k, v in last.items() if isinstance(v, (int, float))}
     seconds = os.path.join(workdir, "train_seconds.json")
     if os.path.exists(seconds):
         with open(seconds) as f:
             timing = json.load(f)
         run["train_seconds"], run["train_cores"] = timing["train_seconds"], timing.get("cores", 2)
-    run.update(name=name, seed=seed, workdir=workdir)
+    return run
+
+
+def save_record(path: str, run: dict) -> None:
+    """Writes one run's measures (`read_workdir` plus name, seed, size, command) atomically: the study's
+    results live in these small files, which are committed, not in workdirs, which are not."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(run, f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+
+
+def load_record(path: str) -> dict:
+    with open(path) as f:
+        run = json.load(f)
+    run["curves"] = {k: [tuple(p) for p in v] for k, v in run["curves"].items()}
     return run
 
 

@@ -31,8 +31,12 @@ Usage:
    sequence reward with correctness (N samples per prompt at T=1). The sizes (K = 8, N = 4, 100
    prompts) are regime_report.py's SAMPLES, RERANK and SAMPLE_PROMPTS.
 
-Finished runs and evaluations are reused, so the script can be stopped and started again; the
-report is rewritten after every run. `--stage 1` stops after stage 1, and so on; `--report_only`
+Each finished, evaluated run leaves a record, `--records/nN/VARIANT_sSEED.json` (a few KB: the
+per-prompt greedy correctness, the sample statistics, the learning curves, the command and the
+commit), committed with the report: the tables and plots are made from records alone, and a run
+with a record is never trained again, even in a fresh checkout without its workdir. Workdirs
+(`--runs`) hold checkpoints and a run stopped part-way, which starts again. The report is
+rewritten after every run. `--stage 1` stops after stage 1, and so on; `--report_only`
 writes the report of the runs finished so far and trains nothing. Several copies may run side by
 side, each pinned to its own cores (`taskset -c 0 python scripts/regime_study.py & taskset -c 1 ...`):
 each run is claimed by one copy (RUN.lock holds its pid), the others take the next run or, at the
@@ -129,6 +133,11 @@ def run_dir(args, size: int, name: str, seed: int) -> str:
     return os.path.join(args.runs, f"n{size}", f"{slug(name)}_s{seed}")
 
 
+def record_path(args, size: int, name: str, seed: int) -> str:
+    """Where one finished run's measures are kept (committed; the workdir with its checkpoints is not)."""
+    return os.path.join(args.records, f"n{size}", f"{slug(name)}_s{seed}.json")
+
+
 def _study_process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -158,15 +167,27 @@ def claim(workdir: str) -> bool:
 def fine_tune(size: int, name: str, variant: tuple, seed: int, base: str, args) -> dict | None:
     """Trains (unless finished) and evaluates (unless evaluated) one variant at one seed; None while
     another copy of the study has it."""
+    record = record_path(args, size, name, seed)
+    if os.path.exists(record):
+        return regime_report.load_record(record)
     workdir = run_dir(args, size, name, seed)
-    if os.path.exists(os.path.join(workdir, "study_eval.json")):
-        return regime_report.load_run(workdir, name, seed)
     if not claim(workdir):
         return None
     try:
-        return _train_and_evaluate(workdir, size, name, variant, seed, base)
+        run = _train_and_evaluate(workdir, size, name, variant, seed, base)
+        run.update(name=name, seed=seed, size=size, objective=variant[0], overrides=variant[1],
+                   commit=_commit())  # fmt: skip
+        regime_report.save_record(record, run)
+        return regime_report.load_record(record)
     finally:
         os.remove(workdir.rstrip("/") + ".lock")
+
+
+def _commit() -> str:
+    """The checkout's commit, with `+changes` when its tracked files differ from it."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "HEAD") + ("+changes" if changed else "")
 
 
 def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed: int, base: str) -> dict:
@@ -190,7 +211,7 @@ def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed
         _run([sys.executable, os.path.abspath(__file__), "--evaluate", workdir, "--family", family,
               "--seed", str(seed)])  # fmt: skip
         print(f"n={size} {name} seed {seed}: evaluated in {time.time() - start:.0f} s", flush=True)
-    return regime_report.load_run(workdir, name, seed)
+    return regime_report.read_workdir(workdir)
 
 
 def evaluate_run(workdir: str, family: str, seed: int) -> None:
@@ -221,10 +242,10 @@ def core_variants(args, base: str) -> dict[str, tuple[str, list[str]]]:
     first = stage1_variants()
     runs = {}
     for name in first:
-        workdirs = [run_dir(args, FULL_SIZE, name, seed) for seed in FIRST_SEEDS]
-        if not all(os.path.exists(os.path.join(w, "study_eval.json")) for w in workdirs):
+        records = [record_path(args, FULL_SIZE, name, seed) for seed in FIRST_SEEDS]
+        if not all(os.path.exists(r) for r in records):
             sys.exit(f"N = {FULL_SIZE}'s stage 1 is not finished ({name}); run --sizes {FULL_SIZE} first.")
-        runs[name] = [regime_report.load_run(w, name, s) for w, s in zip(workdirs, FIRST_SEEDS)]
+        runs[name] = [regime_report.load_record(r) for r in records]
     beta = regime_report.best(runs, [n for n in first if "entropy" in n])
     lambdas = [n for n in first if n.startswith("IQLearn")]
     by_validation = sorted(lambdas, key=lambda n: -regime_report.mean_validation_accuracy(runs[n]))
@@ -244,8 +265,7 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                 runs.setdefault(name, [])
                 if any(r["seed"] == seed for r in runs[name]):
                     continue
-                finished = os.path.join(run_dir(args, size, name, seed), "study_eval.json")
-                if args.report_only and not os.path.exists(finished):
+                if args.report_only and not os.path.exists(record_path(args, size, name, seed)):
                     continue
                 run = fine_tune(size, name, variants[name], seed, base, args)
                 if run is None:
@@ -286,7 +306,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000")
     parser.add_argument("--base_steps", type=int, default=2000)
-    parser.add_argument("--runs", default="runs/regime_study")
+    parser.add_argument("--runs", default="runs/regime_study", help="workdirs (checkpoints; not kept)")
+    parser.add_argument("--records", default="docs/results/regime_runs", help="each finished run's measures")
     parser.add_argument("--out", default="docs/results/regime.md")
     parser.add_argument("--stage", default="all", choices=["1", "2", "all"])
     parser.add_argument("--report_only", action="store_true", help="write the report of finished runs")
@@ -297,7 +318,7 @@ def main() -> None:
     if args.evaluate:
         evaluate_run(args.evaluate, args.family, args.seed)
         return
-    base = base_model(args)
+    base = "" if args.report_only else base_model(args)  # a report needs records only
     results: dict = {}
     for size in (int(s) for s in args.sizes.split(",")):
         run_size(size, base, args, results)

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     step = make_train_step(graphdef, objective, tx, schedule, mesh=mesh, state_shardings=shardings)
     sampler = None
     if is_online:
-        tokenizer = types.SimpleNamespace(eos_id=2, pad_id=0)
+        tokenizer = types.SimpleNamespace(eos_id=2, pad_id=0, vocab_size=cfg.vocab_size)
         sampler = online.PolicySampler(
             graphdef, tokenizer, every=1, max_new_tokens=8, temperature=1.0, seed=0, mesh=mesh
         )
