@@ -86,9 +86,11 @@ def test_task_errors(data_dir, tmp_path):
         task.source("train", str(tmp_path), "tiny")
 
 
-# --- default and tiny are unchanged by version 1.1.0. --------------------------
+# --- Every config writes what its version pins. --------------------------------
 
-# sha256 of each split's (question, rationale) pairs as JSON, as written by version 1.0.0.
+# sha256 of each split's (question, rationale) pairs as JSON. default and tiny are as version 1.0.0
+# wrote them; the shifted configs as 1.2.0 writes them (1.1.0 wrote 3-4 operations).
+PINNED_VERSION = "1.2.0"
 PINNED = {
     "default": {
         "train": "f8102accce4d1211aa7e191135c9b39a172638f6737b20815b5a663069177fcb",
@@ -100,6 +102,21 @@ PINNED = {
         "validation": "d5a6e2e8b8b37c086c2c310330207b115a16091009b565e9987d47d104054250",
         "test": "17c23fb177baab02d63fb3026d854d9f252c03e4880f53c35591ae116081d82f",
     },
+    "shifted_1000": {
+        "train": "4462d9ddd6d08c5bed87ab2ea3e5d8592ab5388d872bc747a4156d0496545296",
+        "validation": "2cbc491195ecfe00ce440d3e80a5e213fd771e02fce17ab3b0806554946bdbfd",
+        "test": "247ea2e6732e5e65b01aecce12c7ea9b57b1433902e609df577e30f926b88b31",
+    },
+    "shifted_5000": {
+        "train": "5a0025911bef5cadaa3408e9a2543497489029ce5b8b7b85fe6f171a7efe6276",
+        "validation": "2cbc491195ecfe00ce440d3e80a5e213fd771e02fce17ab3b0806554946bdbfd",
+        "test": "247ea2e6732e5e65b01aecce12c7ea9b57b1433902e609df577e30f926b88b31",
+    },
+    "shifted_tiny": {
+        "train": "ee69fb9f18852504819eafdfd6a5784b14c40f5b173e26d55146a3de6fba0f41",
+        "validation": "86b4e51868a00e9fb5ad7612b5ccd538d025b05b35f07bc2b11cae785663396f",
+        "test": "100b30b843b82a9aecc313bf3ff2b65e147f49677f13b44e6ffd730bc0125d49",
+    },
 }
 
 
@@ -109,23 +126,33 @@ def _splits(name):
     return arith_builder.generate_splits(config.split_sizes, config.distribution, config.reserved)
 
 
-@pytest.mark.parametrize("name", ["default", "tiny"])
-def test_default_and_tiny_data_unchanged(name):
-    assert CONFIGS[name].distribution is arith.DEFAULT and not CONFIGS[name].reserved
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_config_writes_what_its_version_pins(name):
+    """A change to the generator must come with a new VERSION: prepared data is found by version, so
+    an unbumped change leaves every existing checkout silently training on the old data."""
+    assert set(PINNED) == set(CONFIGS)
     hashes = {s: hashlib.sha256(json.dumps(ex).encode()).hexdigest() for s, ex in _splits(name).items()}
-    assert hashes == PINNED[name]
-    if name == "default":
-        assert _splits(name)["train"][:2] == [
-            (
-                "Zoe has 4 apples. She buys 7 more. She gives 2 to Omar. She sells 6. "
-                "How many apples does Zoe have in the end?",
-                "Minus: 7 - 2 = 5\nSum: 5 + 4 = 9\n9 - 6 = 3\n#### 3",
-            ),
-            (
-                "A shop has 9 toys in stock. It gets 8 more. How many toys are in the shop now?",
-                "9 + 8 = 17\n#### 17",
-            ),
-        ]
+    version = str(arith_builder.JirlArith.VERSION)
+    assert hashes == PINNED[name] or version != PINNED_VERSION, (
+        f"config {name} generates other data than version {PINNED_VERSION} did: bump JirlArith.VERSION "
+        "(with a release note), then pin the new hashes here."
+    )
+    assert version == PINNED_VERSION, f"pin the hashes of version {version} here (PINNED, PINNED_VERSION)."
+
+
+def test_default_data_opens_as_version_1_0_0_wrote_it():
+    assert CONFIGS["default"].distribution is arith.DEFAULT and not CONFIGS["default"].reserved
+    assert _splits("default")["train"][:2] == [
+        (
+            "Zoe has 4 apples. She buys 7 more. She gives 2 to Omar. She sells 6. "
+            "How many apples does Zoe have in the end?",
+            "Minus: 7 - 2 = 5\nSum: 5 + 4 = 9\n9 - 6 = 3\n#### 3",
+        ),
+        (
+            "A shop has 9 toys in stock. It gets 8 more. How many toys are in the shop now?",
+            "9 + 8 = 17\n#### 17",
+        ),
+    ]
 
 
 # --- The shifted configs. ------------------------------------------------------
