@@ -62,7 +62,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import regime_report  # noqa: E402
 
 # Steps per training-set size: MLE's validation NLL turns up before the end. At N = 5000 a 2000-step
-# pilot (MLE, seed 0) still lowered it at the end (0.185 at step 1600, 0.175 at 2000), hence 4000.
+# pilot (MLE, seed 0, in the earlier runs of regime_1_1_0.md) still lowered it at the end (0.185 at
+# step 1600, 0.175 at 2000), hence 4000.
 STEPS = {1000: 1000, 5000: 4000}
 FULL_SIZE = 1000  # every stage runs at this size; the others run the core comparison (`core_variants`)
 EVERY = {1000: 100, 5000: 400}  # learning-curve points: ten a run (they cost more than the steps on CPU)
