@@ -229,7 +229,7 @@ def test_params_sharded_on_a_mesh_decode_like_unsharded_params(tiny):
 
 _EIGHT_DEVICES = """
 import json, os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 import warnings
 warnings.simplefilter("ignore")
 import jax, numpy as np, optax
@@ -257,8 +257,7 @@ print(json.dumps({
 def test_params_sharded_over_eight_devices_decode_like_one_device():
     """A (data 2, fsdp 2, tensor 2) mesh of fake CPU devices, in a subprocess (the device count is
     fixed when jax starts)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-c", _EIGHT_DEVICES % (RAGGED,)],
         capture_output=True,

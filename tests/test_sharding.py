@@ -22,8 +22,7 @@ MESH_181 = jax.sharding.AbstractMesh((1, 8, 1), sharding.MESH_AXES)
 
 @functools.lru_cache(maxsize=None)
 def _eight_devices(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # the check adds 8 devices to the inherited XLA_FLAGS
     proc = subprocess.run(
         [sys.executable, CHECK, mode], capture_output=True, text=True, env=env, timeout=600, check=False
     )

@@ -46,8 +46,7 @@ class MetricsWriter:
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter  # imported lazily: optional at analysis time
-
+            SummaryWriter = _summary_writer_class()
             # A skipped step logs a NaN loss on purpose (jirl.optimizer); no warning per value.
             logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -68,6 +67,27 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's `SummaryWriter`, imported lazily (optional at analysis time) and without torch.
+
+    tensorboardX imports torch whenever it is installed (about 3 s at every start), only to accept
+    torch tensors; jirl writes floats. Unless the program has imported torch already, the import is
+    made with torch hidden, and torch stays importable afterwards.
+    """
+    import sys
+
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX allows
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:

@@ -103,16 +103,33 @@ def _run(*args):
         (["prepare", "--task=gsm8k", "--prompt_field=q"], "--prompt_field is for task jsonl only"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    """In this process (`cli.main`, what the `jirl` command calls); the command itself: below."""
     args = [a.replace("--workdir=w", f"--workdir={tmp_path / 'w'}") for a in args]
     args = [a.replace("=w_data", f"={tmp_path / 'w_data'}") for a in args]
     message = message.replace("w_data", str(tmp_path / "w_data"))
+    assert cli.main(args) == 2  # any other exception than the one-line kinds would propagate here
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("jirl: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], err
+    assert not (tmp_path / "w").exists()  # nothing written for a config that does not validate
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", f"--config={ARITH}", "--workdir=w", "--config.model.preset=huge"], "unknown model preset"),
+        (["prepare", "--task=mnist"], "Unknown task 'mnist'"),
+    ],
+)
+def test_the_command_exits_2_with_one_line_and_no_traceback(args, message, tmp_path):
+    args = [a.replace("--workdir=w", f"--workdir={tmp_path / 'w'}") for a in args]
     result = _run(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
-    assert not (tmp_path / "w").exists()  # nothing written for a config that does not validate
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, capsys):

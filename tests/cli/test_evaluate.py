@@ -95,14 +95,16 @@ def _eval(*args):
         (["--max_new_tokens=400"], "exceeds the model's maximum length 256"),
     ],
 )
-def test_bad_eval_input_is_one_line(workdir, args, message):
-    result = _eval(f"--workdir={workdir}", "--num_prompts=2", *args)
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
+def test_bad_eval_input_is_one_line(workdir, args, message, capsys):
+    assert cli.main(["eval", f"--workdir={workdir}", "--num_prompts=2", *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("jirl: error:")]
+    assert len(errors) == 1 and message in errors[0], err
 
 
 def test_a_workdir_without_checkpoint(tmp_path):
+    """Through the `jirl` command: exit 2, one line, no traceback."""
     result = _eval(f"--workdir={tmp_path}")
     assert result.returncode == 2 and f"no checkpoint in {tmp_path}" in result.stderr
+    assert "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []  # nothing written there

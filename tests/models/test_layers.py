@@ -61,8 +61,9 @@ def test_run_layers_scanned_and_unrolled_compute_the_same_function(remat):
     grads = {}
     for scan in (True, False):
         (_, (y, outs)), grads[scan] = jax.value_and_grad(loss, has_aux=True)(stacked, scan)
-        np.testing.assert_allclose(y, expected_x, rtol=1e-6)
-        np.testing.assert_allclose(outs, jnp.stack(expected_outs), rtol=1e-6)
+        # float32 through programs compiled differently (eager, scan, unrolled): a few ulps apart
+        np.testing.assert_allclose(y, expected_x, rtol=1e-5)
+        np.testing.assert_allclose(outs, jnp.stack(expected_outs), rtol=1e-5)
     np.testing.assert_allclose(grads[False]["w"], grads[True]["w"], rtol=1e-5, atol=1e-6)
 
 

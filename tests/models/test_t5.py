@@ -55,6 +55,14 @@ def _hf_logits(model, encoder_BS, decoder_BT, encoder_mask_BS=None) -> np.ndarra
     return out.logits.float().numpy()
 
 
+_apply = jax.jit(models.apply, static_argnums=0)
+
+
+def _forward(model, *tokens, **kwargs) -> jax.Array:
+    """model(*tokens, **kwargs), compiled as one program (op by op, each new shape costs seconds)."""
+    return _apply(*models.split(model), *tokens, **kwargs)
+
+
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def pair(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
@@ -79,7 +87,7 @@ def test_logits_match_transformers(pair):
         and ours.config.tie_embeddings == VARIANTS[variant]["tie_word_embeddings"]
     )
     theirs = _hf_logits(reference, ENCODER_TOKENS, DECODER_TOKENS)
-    got = np.asarray(ours(jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)))
+    got = np.asarray(_forward(ours, jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)))
     np.testing.assert_allclose(got, theirs, atol=1e-4, rtol=0)
     assert np.abs(theirs).max() > 1.0
 
@@ -90,8 +98,8 @@ def test_encoder_padding_is_an_attention_mask(pair):
     mask = np.ones_like(ENCODER_TOKENS)
     mask[0, 17:] = 0
     theirs = _hf_logits(reference, ENCODER_TOKENS, DECODER_TOKENS, mask)
-    got = ours(
-        jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS), encoder_segment_ids=jnp.asarray(mask)
+    got = _forward(
+        ours, jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS), encoder_segment_ids=jnp.asarray(mask)
     )
     np.testing.assert_allclose(np.asarray(got), theirs, atol=1e-4, rtol=0)
 
@@ -101,7 +109,8 @@ def test_packed_rows_equal_separate_examples(pair):
     _, _, _, ours = pair
     enc_a, enc_b = ENCODER_TOKENS[0, :12], ENCODER_TOKENS[1, :10]
     dec_a, dec_b = DECODER_TOKENS[0, :9], DECODER_TOKENS[1, :7]
-    packed = ours(
+    packed = _forward(
+        ours,
         jnp.asarray(np.concatenate([enc_a, enc_b, [0, 0]]))[None],
         jnp.asarray(np.concatenate([dec_a, dec_b, [0]]))[None],
         encoder_segment_ids=jnp.asarray([1] * 12 + [2] * 10 + [0, 0])[None],
@@ -109,8 +118,8 @@ def test_packed_rows_equal_separate_examples(pair):
         segment_ids=jnp.asarray([1] * 9 + [2] * 7 + [0])[None],
         positions=jnp.asarray(list(range(9)) + list(range(7)) + [0])[None],
     )
-    alone_a = ours(jnp.asarray(enc_a)[None], jnp.asarray(dec_a)[None])
-    alone_b = ours(jnp.asarray(enc_b)[None], jnp.asarray(dec_b)[None])
+    alone_a = _forward(ours, jnp.asarray(enc_a)[None], jnp.asarray(dec_a)[None])
+    alone_b = _forward(ours, jnp.asarray(enc_b)[None], jnp.asarray(dec_b)[None])
     np.testing.assert_allclose(np.asarray(packed[0, :9]), np.asarray(alone_a[0]), atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(packed[0, 9:16]), np.asarray(alone_b[0]), atol=1e-4, rtol=0)
 
@@ -154,7 +163,7 @@ def test_decoding_logits_equal_a_teacher_forced_forward_pass(pair):
     )  # fmt: skip
     for prompt, gen in zip(prompts, gens):
         decoder = [ours.config.decoder_start_id] + gen.tokens[:-1]
-        full = ours(jnp.asarray(prompt)[None], jnp.asarray(decoder)[None])[0]
+        full = _forward(ours, jnp.asarray(prompt)[None], jnp.asarray(decoder)[None])[0]
         np.testing.assert_allclose(gen.logits, np.asarray(full), atol=1e-4, rtol=0)  # |logits| up to ~20
 
 

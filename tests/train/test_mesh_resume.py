@@ -19,7 +19,8 @@ from jirl.train.metrics_writer import read_metrics
 
 
 def _train(workdir, data_dir, devices, *overrides):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
     command = [
         sys.executable, "-m", "jirl.cli", "train", f"--config={ARITH}:mle", f"--workdir={workdir}",
         "--progress=false", "--config.model.preset=tiny", "--config.task.config=tiny",
