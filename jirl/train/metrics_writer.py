@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -76,8 +77,6 @@ def _summary_writer_class():
     torch tensors; jirl writes floats. Unless the program has imported torch already, the import is
     made with torch hidden, and torch stays importable afterwards.
     """
-    import sys
-
     if "tensorboardX" in sys.modules or "torch" in sys.modules:
         from tensorboardX import SummaryWriter
 
