@@ -116,10 +116,10 @@ def _accumulate(
     micro_sharding: Any,
     reads_counts: bool,
 ):
-    """(loss, metrics, grads) accumulated over M strided slices of the streams' rows (see make_train_step);
-    `micro_sharding`: the [M, B/M, ...] slices' sharding, or None. `reads_counts`: the objective
-    divides by the whole batch's counts each slice carries (summed), else the slices are weighted by
-    their expert tokens."""
+    """(loss, metrics, grads) accumulated over M strided slices of the streams' rows (see
+    make_train_step), `loss_and_grads(params, slice, i)` on slice i; `micro_sharding`: the
+    [M, B/M, ...] slices' sharding, or None. `reads_counts`: the objective divides by the whole
+    batch's counts each slice carries (summed), else the slices are weighted by their expert tokens."""
     for stream in (s for s in streams if s is not None):
         b = jax.tree.leaves(stream)[0].shape[0]
         if b % microbatches:
@@ -134,26 +134,39 @@ def _accumulate(
         return _weigh_slices(loss_and_grads, params, micro, microbatches)
     counts = tuple(None if s is None else losses.batch_counts(s) for s in streams)  # whole-batch counts
 
-    def slice_loss_and_grads(params, mb):
-        return loss_and_grads(params, tuple(None if s is None else dict(s, **n) for s, n in zip(mb, counts)))
+    def slice_loss_and_grads(params, mb, slice_index):
+        mb = tuple(None if s is None else dict(s, **n) for s, n in zip(mb, counts))
+        return loss_and_grads(params, mb, slice_index)
 
     return _sum_slices(slice_loss_and_grads, params, micro)
 
 
+def _ignoring_slice(loss_and_grads: Callable) -> Callable:
+    """`loss_and_grads(params, streams, slice_index)` of a step that draws nothing per microbatch."""
+    return lambda params, streams, slice_index=None: loss_and_grads(params, streams)
+
+
 def _zeros(loss_and_grads: Callable, params: Any, micro: tuple) -> tuple:
     """Zero (loss, metrics, grads), the scan's starting sums."""
-    _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, jax.tree.map(lambda x: x[0], micro))
+    first = jax.tree.map(lambda x: x[0], micro)
+    _, metrics_shape, _ = jax.eval_shape(loss_and_grads, params, first, jnp.zeros((), jnp.int32))
     metrics = {k: jnp.zeros(v.shape, v.dtype) for k, v in metrics_shape.items()}
     return jnp.zeros((), jnp.float32), metrics, jax.tree.map(jnp.zeros_like, params)
+
+
+def _indexed(micro: tuple) -> tuple:
+    """(slice indices [M], slices [M, ...]): what the accumulating scans run over."""
+    return jnp.arange(jax.tree.leaves(micro)[0].shape[0], dtype=jnp.int32), micro
 
 
 def _sum_slices(loss_and_grads: Callable, params: Any, micro: tuple):
     """Each slice's loss and means divide by the whole batch's counts: they add up (counts too)."""
 
-    def body(carry, mb):
-        return jax.tree.map(jnp.add, carry, loss_and_grads(params, mb)), None
+    def body(carry, indexed_slice):
+        slice_index, mb = indexed_slice
+        return jax.tree.map(jnp.add, carry, loss_and_grads(params, mb, slice_index)), None
 
-    return jax.lax.scan(body, _zeros(loss_and_grads, params, micro), micro)[0]
+    return jax.lax.scan(body, _zeros(loss_and_grads, params, micro), _indexed(micro))[0]
 
 
 def _weigh_slices(loss_and_grads: Callable, params: Any, micro: tuple, microbatches: int):
@@ -165,15 +178,16 @@ def _weigh_slices(loss_and_grads: Callable, params: Any, micro: tuple, microbatc
             "(its mask sum) to weight the slices; use microbatches=1 for this loss."
         )
 
-    def body(carry, mb):
+    def body(carry, indexed_slice):
         loss_sum, metric_sums, grad_sums = carry
-        loss, metrics, grads = loss_and_grads(params, mb)
+        slice_index, mb = indexed_slice
+        loss, metrics, grads = loss_and_grads(params, mb, slice_index)
         n = metrics["tokens"].astype(jnp.float32)
         grad_sums = jax.tree.map(lambda s, g: s + n * g, grad_sums, grads)
         metric_sums = {k: metric_sums[k] + (v if _is_count(k) else n * v) for k, v in metrics.items()}
         return (loss_sum + n * loss, metric_sums, grad_sums), None
 
-    (loss_sum, metric_sums, grad_sums), _ = jax.lax.scan(body, zeros, micro)
+    (loss_sum, metric_sums, grad_sums), _ = jax.lax.scan(body, zeros, _indexed(micro))
     inv_n = 1.0 / jnp.maximum(metric_sums["tokens"].astype(jnp.float32), 1.0)
     metrics = {k: v if _is_count(k) else v * inv_n for k, v in metric_sums.items()}
     grads = jax.tree.map(lambda g: g * inv_n, grad_sums)
@@ -200,7 +214,8 @@ def make_train_step(
     lora (`jirl.models.lora.LoraConfig`): state.params are the LoRA adapters alone (and the optimizer
     state theirs); the step also reads the frozen base params (`TrainStep.with_base`, placed by
     `base_shardings`), which are neither differentiated nor updated. The adapters' dropout at step s
-    draws with fold_in(key(seed), s), so a resumed run draws what the uninterrupted one did.
+    draws with k_s = fold_in(key(seed), s), so a resumed run draws what the uninterrupted one did,
+    and microbatch i of a step with M > 1 with fold_in(k_s, i), so that each slice has its own masks.
 
     expert: the demonstrations' batch; policy: a batch of the model's own samples, which an online
     objective (`objective.needs_policy`) reads and every other objective refuses.
@@ -269,10 +284,15 @@ def make_train_step(
             )
         streams = (expert, policy)
         if lora is None:
-            loss_and_grads = gradients_of(loss_of)
+            loss_and_grads = _ignoring_slice(gradients_of(loss_of))
         else:
-            key = jax.random.fold_in(jax.random.key(seed), state.step)
-            loss_and_grads = gradients_of(_lora_loss_fn(loss_of, lora, base, key))
+            step_key = jax.random.fold_in(jax.random.key(seed), state.step)
+
+            def loss_and_grads(params, streams, slice_index=None):
+                """Microbatch i draws its adapters' dropout with fold_in(step_key, i): its own masks."""
+                key = step_key if slice_index is None else jax.random.fold_in(step_key, slice_index)
+                return gradients_of(_lora_loss_fn(loss_of, lora, base, key))(params, streams)
+
         with layers.activation_sharding(constrain_fn):
             if microbatches == 1:
                 loss, metrics, grads = loss_and_grads(state.params, streams)

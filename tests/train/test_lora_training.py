@@ -60,6 +60,37 @@ def test_dropout_masks_of_the_expert_and_policy_streams_are_independent():
     assert 0.45 < (kept[0] == kept[1]).mean() < 0.55  # independent masks agree on about half the units
 
 
+def _dropout_keys_of_one_step(monkeypatch, microbatches: int) -> set:
+    """The distinct dropout keys the adapters of one LoRA step on a tiny model draw with."""
+    from jirl.models import layers
+
+    seen, lora_delta = set(), layers.lora_delta
+
+    def spy(x, adapter, contract=1):
+        jax.debug.callback(lambda k: seen.add(tuple(np.asarray(k).ravel())), jax.random.key_data(adapter.key))
+        return lora_delta(x, adapter, contract)
+
+    cfg = models.get_config("tiny")
+    config = lora.LoraConfig(rank=2, alpha=4.0, dropout=0.5, targets=("q_proj",))
+    tx, schedule = make_optimizer(load_arith().train)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.create(cfg, seed=0)))
+    base = jax.jit(lambda: models.split(models.create(cfg, seed=0))[1])()
+    state = jax.jit(lambda: train_lora.fresh_state(cfg, config, tx, seed=0))()
+    step = make_train_step(graphdef, losses.get("mle"), tx, schedule, lora=config, microbatches=microbatches)
+    with monkeypatch.context() as patch:
+        patch.setattr(layers, "lora_delta", spy)
+        jax.block_until_ready(step.with_base(base)(state, _batch(0, b=4)))
+    return seen
+
+
+def test_each_microbatch_draws_its_own_dropout_masks(monkeypatch):
+    """M microbatches of one step draw with M different keys per layer, not one key M times."""
+    one = _dropout_keys_of_one_step(monkeypatch, microbatches=1)
+    two = _dropout_keys_of_one_step(monkeypatch, microbatches=2)
+    assert len(one) == models.get_config("tiny").num_layers  # a key per layer (q_proj alone)
+    assert len(two) == 2 * len(one), (len(one), len(two))
+
+
 @pytest.mark.parametrize(
     "name, opts, online, dropout",
     [
