@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jirl import plan
+from jirl import cli, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARITH = os.path.join(ROOT, "experiments", "arith.py")
@@ -19,7 +19,10 @@ def _plan(*args):
     chosen = [a for a in args if a.startswith(f"--config={GSM8K}")]
     if chosen:  # that experiment instead of arith, first (overrides follow the file)
         args = chosen + [a for a in args if not a.startswith(f"--config={ARITH}") and a not in chosen]
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "TPU_ACCELERATOR_TYPE")}
+    env = {k: v for k, v in os.environ.items() if k != "TPU_ACCELERATOR_TYPE"}
+    # The suite's compilation flags stay; `--devices` adds its own device count.
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in flags if "device_count" not in f)
     return subprocess.run(
         [sys.executable, "-m", "jirl.cli", "plan", *args], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300,
@@ -157,12 +160,26 @@ def test_a_step_the_tpu_compiler_refuses_is_reported_as_not_fitting():
             ["--devices=4", "--config.mesh.data=3"],
             "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but 4 are available",
         ),
-        (["--topology=v7q-8"], "unknown TPU generation 'v7q'"),
-        (["--devices=2", "--topology=v5e:2x2"], "give one of --topology or --devices"),
         (
             ["--devices=4", "--config.train.batch_size=6"],
             "train.batch_size=6 is not divisible by the data-parallel",
         ),
+    ],
+)
+def test_bad_plans_are_one_line(args, message):
+    """The command itself, with the CPU devices it makes (`--devices`) before jax loads."""
+    result = _plan(*TINY, *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--topology=v7q-8"], "unknown TPU generation 'v7q'"),
+        (["--devices=2", "--topology=v5e:2x2"], "give one of --topology or --devices"),
         (
             ["--devices=1", f"--config={GSM8K}:mle"],
             "model.vocab_size=-1 (the tokenizer's) needs the tokenizer; give the vocabulary size",
@@ -173,9 +190,12 @@ def test_a_step_the_tpu_compiler_refuses_is_reported_as_not_fitting():
         ),
     ],
 )
-def test_bad_plans_are_one_line(args, message):
-    result = _plan(*TINY, *args)
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("jirl: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_plan_input_is_one_line_in_process(args, message, monkeypatch, capsys):
+    """Refused before anything compiles: `cli.main` in this process (`--devices` edits XLA_FLAGS,
+    restored after)."""
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    chosen = [a for a in args if a.startswith(f"--config={GSM8K}")]
+    config = chosen or TINY[:1]
+    assert cli.main(["plan", *config, *TINY[1:], *[a for a in args if a not in chosen]]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("jirl: error:")]
+    assert len(errors) == 1 and message in errors[0], errors
