@@ -367,6 +367,7 @@ def _report(session: _Session, step: int) -> dict[str, Any]:
     steps = int(run.config.train.steps)
     summary.update(steps=step, checkpoint=session.checkpointer.directory, mesh=dict(run.mesh.shape))
     summary.update(processes=jax.process_count(), process_index=jax.process_index())
+    summary["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"  # what it ran on
     if step < steps:
         print(f"jirl: stopped by signal after step {step}; the checkpoint there resumes the run")
         summary["stopped_at"] = step

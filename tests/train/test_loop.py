@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 from configs import tiny_config
 
@@ -36,7 +37,9 @@ def test_same_seed_same_run_another_seed_another_and_outputs_written(tiny_data_d
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     assert 0.0 <= summary["answer_accuracy"] <= 1.0
     with open(os.path.join(workdir, "summary.json")) as f:
-        assert json.load(f)["answer_examples"] == 4
+        written = json.load(f)
+    assert written["answer_examples"] == 4
+    assert written["devices"] == f"{jax.device_count()} x {jax.devices()[0].device_kind}"  # "1 x cpu"
     config = tiny_config(tiny_data_dir)
     config.train.seed = 1
     config.eval.update(answers_every=0)  # its first loss is all this run is for
