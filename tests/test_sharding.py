@@ -46,7 +46,7 @@ def test_meshes_train_like_one_device(mode):
         np.testing.assert_allclose(case["losses"], case["ref_losses"], rtol=1e-5, atol=1e-6, err_msg=where)
         assert case["metric_keys"] == case["ref_metric_keys"], where
         assert case["metric_violations"] == 0, where  # every metric within rtol 1e-5, atol 1e-6
-        # Params and optimizer state within rtol 1e-5, atol 5e-5 (see sharding_check.py).
+        # Params and optimizer state within rtol 1e-5, atol 1e-4 (see sharding_check.py).
         assert case["state_violations"] == 0, where
         assert case["params_moved"] > 1e-3, where
         assert case["out_shardings_as_given"], where
