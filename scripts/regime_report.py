@@ -30,6 +30,7 @@ def read_workdir(workdir: str) -> dict:
         with open(seconds) as f:
             timing = json.load(f)
         run["train_seconds"], run["train_cores"] = timing["train_seconds"], timing.get("cores", 2)
+        run["train_devices"] = timing.get("devices", "1 x cpu")
     return run
 
 
@@ -99,13 +100,17 @@ def _row_at(run: dict, temperature: float) -> dict | None:
 
 
 def _seconds(runs: list[dict]) -> str:
-    """Mean training wall time per core count, of the runs that recorded it (a run paused mid-way
-    records none; a run pinned to 1 core of 2 shared the machine with another run)."""
-    by_cores: dict[int, list[float]] = {}
+    """Mean training wall time per machine, of the runs that recorded it (a run paused mid-way
+    records none; on the CPU, a run pinned to 1 core of 2 shared the machine with another run; on a
+    GPU, several copies of the study shared it)."""
+    by_machine: dict[str, list[float]] = {}
     for r in runs:
         if r.get("train_seconds"):
-            by_cores.setdefault(r["train_cores"], []).append(r["train_seconds"])
-    parts = [f"{np.mean(s):.0f} ({c} core{'s' * (c > 1)})" for c, s in sorted(by_cores.items(), reverse=True)]
+            devices, cores = r.get("train_devices", "1 x cpu"), r["train_cores"]
+            on_cpu = devices.endswith(" cpu")
+            machine = f"{cores} core{'s' * (cores > 1)}" if on_cpu else devices.split(" x ")[-1]
+            by_machine.setdefault(machine, []).append(r["train_seconds"])
+    parts = [f"{np.mean(s):.0f} ({m})" for m, s in sorted(by_machine.items(), reverse=True)]
     return "; ".join(parts) or "n/a"
 
 
@@ -342,7 +347,8 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         "(`jirl.evaluation.paired.seeds_and_prompts_bootstrap`), so its interval holds the spread "
         "between training seeds too. "
         "`train s`: wall time of the fine-tune on a machine shared with other work (tests; runs marked "
-        "`1 core` had a second copy of the study on the other core), a rough cost only; each update's "
+        "`1 core` had a second copy of the study on the other core; runs marked with a GPU's name ran "
+        "there, several at once, by `scripts/regime_study_gpu.sh`), a rough cost only; each update's "
         "cost measured side by side is `benchmarks/online_cost.py`'s.",
     ]
     for size, runs in results.items():

@@ -41,7 +41,9 @@ writes the report of the runs finished so far and trains nothing. Several copies
 side, each pinned to its own cores (`taskset -c 0 python scripts/regime_study.py & taskset -c 1 ...`):
 each run is claimed by one copy (RUN.lock holds its pid), the others take the next run or, at the
 end of a stage, wait for it. On 2 cores, two copies pinned to one core each finish 1.4x the runs
-per hour of one copy on both.
+per hour of one copy on both. `--stop_after S`: a copy starts no new run after S seconds (how
+`scripts/regime_study_gpu.sh` runs several copies on one GPU within a time limit). A record says
+what its run trained on (`train_devices`, from the run's summary.json).
 """
 
 from __future__ import annotations
@@ -203,8 +205,11 @@ def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed
               "--config.eval.num_examples=100", "--config.eval.loss_batches=8",
               f"--config.train.checkpoint_every={STEPS[size]}", f"--config.model.init_from={base}",
               *FINE_TUNE, *overrides])  # fmt: skip
+        with open(os.path.join(workdir, "summary.json")) as f:
+            devices = json.load(f).get("devices", "1 x cpu")
         with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
-            json.dump({"train_seconds": time.time() - start, "cores": len(os.sched_getaffinity(0))}, f)
+            json.dump({"train_seconds": time.time() - start, "cores": len(os.sched_getaffinity(0)),
+                       "devices": devices}, f)  # fmt: skip
     report_path = os.path.join(workdir, "study_eval.json")
     if not os.path.exists(report_path):
         start = time.time()
@@ -236,21 +241,29 @@ def evaluate_run(workdir: str, family: str, seed: int) -> None:
         json.dump(out, f)
 
 
-def core_variants(args, base: str) -> dict[str, tuple[str, list[str]]]:
+def core_variants(args, base: str) -> dict[str, tuple[str, list[str]]] | None:
     """At sizes other than FULL_SIZE: MLE, the entropy bonus that was best and the two lambdas that
     were best on validation at FULL_SIZE (stage 1, every seed): what a size with 4x the steps and
-    5x the data can afford on two cores. Exits when FULL_SIZE's stage 1 is not finished."""
+    5x the data can afford on two cores. None when FULL_SIZE's stage 1 is not finished."""
     first = stage1_variants()
     runs = {}
     for name in first:
         records = [record_path(args, FULL_SIZE, name, seed) for seed in FIRST_SEEDS]
         if not all(os.path.exists(r) for r in records):
-            sys.exit(f"N = {FULL_SIZE}'s stage 1 is not finished ({name}); run --sizes {FULL_SIZE} first.")
+            return None
         runs[name] = [regime_report.load_record(r) for r in records]
     beta = regime_report.best(runs, [n for n in first if "entropy" in n])
     lambdas = [n for n in first if n.startswith("IQLearn")]
     by_validation = sorted(lambdas, key=lambda n: -regime_report.mean_validation_accuracy(runs[n]))
     return {n: first[n] for n in ("MLE", beta, *by_validation[:2])}
+
+
+STARTED = time.time()
+
+
+def out_of_time(args) -> bool:
+    """Whether this copy has run for --stop_after seconds (0: no limit): it starts no new run then."""
+    return bool(args.stop_after) and time.time() - STARTED > args.stop_after
 
 
 def run_size(size: int, base: str, args, results: dict) -> None:
@@ -268,6 +281,9 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                     continue
                 if args.report_only and not os.path.exists(record_path(args, size, name, seed)):
                     continue
+                if out_of_time(args) and not os.path.exists(record_path(args, size, name, seed)):
+                    regime_report.write(results, args)
+                    sys.exit(f"--stop_after {args.stop_after:g} s reached: no new run started.")
                 run = fine_tune(size, name, variants[name], seed, base, args)
                 if run is None:
                     taken.append((seed, name))
@@ -281,7 +297,10 @@ def run_size(size: int, base: str, args, results: dict) -> None:
     seed_major = lambda names, seeds: [(seed, name) for seed in seeds for name in names]  # noqa: E731
     if size != FULL_SIZE:
         core = core_variants(args, base)
-        go(seed_major(core, FIRST_SEEDS), core)
+        if core is None and not args.report_only:
+            sys.exit(f"N = {FULL_SIZE}'s stage 1 is not finished; run --sizes {FULL_SIZE} first.")
+        if core is not None:
+            go(seed_major(core, FIRST_SEEDS), core)
         return
     first = stage1_variants()
     go(seed_major(first, FIRST_SEEDS), first)
@@ -312,6 +331,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results/regime.md")
     parser.add_argument("--stage", default="all", choices=["1", "2", "all"])
     parser.add_argument("--report_only", action="store_true", help="write the report of finished runs")
+    parser.add_argument("--stop_after", type=float, default=0, help="seconds; then start no new run")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: evaluate one workdir
     parser.add_argument("--family", default="other", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
