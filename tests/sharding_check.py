@@ -35,8 +35,8 @@ from jirl.train.state import create_sharded_train_state, sharded_state_target  #
 
 # Adam's g / sqrt(v) turns reduction-order noise in small gradients (the order differs across
 # meshes) into parameter noise: after 2 steps on 8 x 128 positions, up to 2.9e-5 with jax 0.10
-# (1.1e-5 with the dense attention) and 5.1e-5 with jax 0.12, where the parameters move by 2.7e-3
-# (a wrong shard's gradient moves them by that much); at 16 positions it stayed under 1e-6.
+# (1.1e-5 with the dense attention) and 5.1e-5 with jax 0.12, where the parameters move by 2.7e-3;
+# at 16 positions it stayed under 1e-6.
 RTOL, ATOL = 1e-5, 1e-4
 METRIC_ATOL = 1e-6
 # T5's encoder gets small gradients (it reaches the loss through cross-attention only), and Adam's
