@@ -60,7 +60,10 @@ def base_config(task: dict[str, Any], objective: str) -> ConfigDict:
     """
     config = ConfigDict()
     config.task = ConfigDict(dict(dict(config="default", data_dir="data", pack=True), **task))
-    config.tokenizer = ConfigDict(dict(kind="byte", path="", vocab_size=0))
+    # bos/eos/pad (special tokens by name) and chat_template (a template's name) apply to kind "hf".
+    config.tokenizer = ConfigDict(
+        dict(kind="byte", path="", vocab_size=0, bos="", eos="", pad="", chat_template="")
+    )
     # init_from: a Hugging Face checkpoint folder to start from (its config.json sets the shape).
     # scan_layers unset and attention "auto": the layers run as one lax.scan and the attention dense
     # on accelerators; on CPU, unrolled and in blocks (faster there; models.ModelConfig).
@@ -237,7 +240,10 @@ def run_tokenizer(config: Any, task: Any, data_dir: str) -> data.Tokenizer:
         if saved is None:
             cfg["path"] = os.path.expanduser(init_from)
         else:
-            cfg["path"] = saved.get("tokenizer", {}).get("path") or saved.model.get("init_from") or ""
+            read = saved.get("tokenizer", {})
+            cfg["path"] = read.get("path") or saved.model.get("init_from") or ""
+            for key in data.HF_ONLY_KEYS:  # what that run named, unless named here
+                cfg[key] = cfg.get(key) or read.get(key) or ""
     return data.make_tokenizer(cfg, task, data_dir, config.task.config)
 
 

@@ -138,3 +138,35 @@ def test_a_bad_block_fails_before_any_data_is_written(tmp_path, key, value, mess
     with pytest.raises(ConfigError, match=re.escape(message)):
         experiment.build(config, prepare=True)
     assert not os.path.exists(tmp_path / "data")
+
+
+def test_a_run_from_a_jirl_workdir_reads_the_tokenizer_that_run_read(tmp_path):
+    """tokenizer.kind='hf' without a path: the workdir's tokenizer, with the special tokens and the chat
+    template it named, unless this config names its own."""
+    import json
+
+    from tokenizers import Tokenizer
+    from tokenizers import models as tokenizer_models
+
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    vocab = {"<unk>": 0, "</s>": 1, "<|eot_id|>": 2, "<|end|>": 3, "a": 4}
+    Tokenizer(tokenizer_models.WordLevel(vocab, unk_token="<unk>")).save(str(folder / "tokenizer.json"))
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}<|end|>{% endfor %}")
+    (folder / "additional_chat_templates").mkdir()
+    (folder / "additional_chat_templates" / "eot.jinja").write_text(
+        "{% for m in messages %}{{ m.content }}<|eot_id|>{% endfor %}"
+    )
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    saved = _tiny()
+    saved.tokenizer.update(kind="hf", path=str(folder / "tokenizer.json"))
+    saved.tokenizer.update(eos="<|eot_id|>", chat_template="eot")
+    (workdir / "config.json").write_text(json.dumps(saved.to_dict()))
+    config = _tiny()
+    config.tokenizer.kind, config.model.init_from = "hf", str(workdir)
+    tokenizer = experiment.run_tokenizer(config, data.get_task("arith"), str(tmp_path))
+    assert tokenizer.eos_id == 2 and tokenizer.chat_template.source.endswith("<|eot_id|>{% endfor %}")
+    config.tokenizer.update(eos="<|end|>", chat_template="default")
+    tokenizer = experiment.run_tokenizer(config, data.get_task("arith"), str(tmp_path))
+    assert tokenizer.eos_id == 3 and tokenizer.chat_template.source.endswith("<|end|>{% endfor %}")

@@ -203,8 +203,11 @@ def export(args: list[str]) -> int:
         source = os.path.dirname(source)
     tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
     for name in (*tokenizer_files, chat.TEMPLATE_FILE):
-        if source and os.path.isfile(os.path.join(os.path.expanduser(source), name)):
-            shutil.copy(os.path.join(os.path.expanduser(source), name), os.path.join(fv.out, name))
+        if source and os.path.isfile(os.path.join(source, name)):
+            shutil.copy(os.path.join(source, name), os.path.join(fv.out, name))
+    if source and os.path.isdir(os.path.join(source, chat.TEMPLATE_DIR)):
+        named = os.path.join(source, chat.TEMPLATE_DIR)
+        shutil.copytree(named, os.path.join(fv.out, chat.TEMPLATE_DIR), dirs_exist_ok=True)
     family = fv.model_type or hf.family_of(config)
     print(f"jirl: wrote the step-{trained.step} weights of {fv.workdir} to {fv.out} ({family})")
     return 0

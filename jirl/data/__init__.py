@@ -13,6 +13,7 @@ from jirl.data.pipeline import (
 from jirl.data.registry import get_task, task_names
 from jirl.data.tasks import Task
 from jirl.data.tokenizer import (
+    HF_ONLY_KEYS,
     ByteTokenizer,
     HFTokenizer,
     SentencePieceTokenizer,
@@ -25,6 +26,7 @@ from jirl.data.tokenizer import (
 from jirl.data.vocabulary import make_tokenizer, task_sentencepiece
 
 __all__ = [
+    "HF_ONLY_KEYS",
     "ByteTokenizer",
     "HFTokenizer",
     "Problem",

@@ -33,6 +33,8 @@ from jirl.errors import ConfigError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEMPLATE_FILE = "chat_template.jinja"
+# Named templates beside the default one, as `NAME.jinja` files (transformers' CHAT_TEMPLATE_DIR).
+TEMPLATE_DIR = "additional_chat_templates"
 # The special-token attributes transformers passes to a template (its `special_tokens_map`).
 SPECIAL_TOKEN_NAMES = (
     "bos_token",
@@ -81,18 +83,47 @@ def last_assistant(messages: Sequence[Mapping[str, Any]]) -> int:
 # --- the template -------------------------------------------------------------------------------
 
 
-def read_template(folder: str | Path) -> str | None:
-    """The checkpoint's chat template: `chat_template.jinja`, else `chat_template` in tokenizer_config.json
-    (a string, or a list of {name, template} of which 'default' is taken), else None."""
+def read_templates(folder: str | Path) -> dict[str, str]:
+    """Every chat template of a checkpoint folder by name, as transformers loads them.
+
+    Files first: `chat_template.jinja` is 'default' and `additional_chat_templates/NAME.jinja` is NAME.
+    Without files, `chat_template` in tokenizer_config.json: a string ('default') or a list of
+    {name, template}.
+    """
     folder = Path(folder)
+    templates = {}
     if (folder / TEMPLATE_FILE).is_file():
-        return (folder / TEMPLATE_FILE).read_text(encoding="utf-8")
-    config = _json(folder / "tokenizer_config.json")
-    template = config.get("chat_template")
-    if isinstance(template, list):
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    return template if isinstance(template, str) and template else None
+        templates["default"] = (folder / TEMPLATE_FILE).read_text(encoding="utf-8")
+    if (folder / TEMPLATE_DIR).is_dir():
+        for path in sorted((folder / TEMPLATE_DIR).glob("*.jinja")):
+            templates[path.name.removesuffix(".jinja")] = path.read_text(encoding="utf-8")
+    if templates:
+        return templates
+    configured = _json(folder / "tokenizer_config.json").get("chat_template")
+    if isinstance(configured, str):
+        configured = [{"name": "default", "template": configured}]
+    for entry in configured if isinstance(configured, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            templates[entry["name"]] = entry.get("template")
+    return {name: t for name, t in templates.items() if isinstance(t, str) and t}
+
+
+def read_template(folder: str | Path, name: str = "") -> str | None:
+    """The chat template named `name` (`tokenizer.chat_template`), else the folder's 'default' one;
+    None when it has none of that name (see `template_names` for what it has)."""
+    templates = read_templates(folder)
+    if name and templates and name not in templates:
+        raise ConfigError(
+            f"tokenizer.chat_template is {name!r} but {folder} has chat templates named "
+            f"{', '.join(map(repr, templates))}; set it to one of them (or '' for 'default')."
+        )
+    if name and not templates:
+        raise ConfigError(
+            f"tokenizer.chat_template is {name!r} but {folder} has no chat template; set it to '' "
+            f"or use a folder with {TEMPLATE_FILE}, {TEMPLATE_DIR}/{name}.jinja or chat_template in "
+            "tokenizer_config.json."
+        )
+    return templates.get(name or "default")
 
 
 def special_tokens(folder: str | Path) -> dict[str, str]:
@@ -120,8 +151,8 @@ class ChatTemplate:
         self.source, self.variables = source, dict(variables or {})
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> ChatTemplate | None:
-        source = read_template(folder)
+    def from_folder(cls, folder: str | Path, name: str = "") -> ChatTemplate | None:
+        source = read_template(folder, name)
         return None if source is None else cls(source, special_tokens(folder))
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False) -> str:

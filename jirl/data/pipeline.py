@@ -68,6 +68,13 @@ def tokenize_example(
 def chat_template(tokenizer: Tokenizer) -> ChatTemplate:
     """The tokenizer's chat template; chat data with a tokenizer that has none is refused."""
     template = getattr(tokenizer, "chat_template", None)
+    names = getattr(tokenizer, "chat_template_names", ())
+    if template is None and names:
+        raise ConfigError(
+            f"the data holds chat conversations and the tokenizer at {tokenizer.path.parent} has chat "
+            f"templates named {', '.join(map(repr, names))} but none named 'default'; choose one with "
+            "tokenizer.chat_template=NAME."
+        )
     if template is None:
         where = getattr(tokenizer, "path", None)
         raise ConfigError(

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from jirl.data.chat import ChatTemplate
+from jirl.data.chat import ChatTemplate, read_templates
 from jirl.errors import ConfigError
 
 
@@ -181,13 +181,20 @@ class HFTokenizer:
     Special tokens, by precedence: the `bos`/`eos`/`pad` arguments, then `tokenizer_config.json`
     and `special_tokens_map.json` beside the file, then common names (`<s>`, `</s>`,
     `<|endoftext|>`, ...). A missing BOS or pad falls back to EOS; a missing EOS is an error.
-    `chat_template` is the folder's chat template (`jirl.data.chat`), None when it has none.
+    `chat_template` is the folder's chat template named by the `chat_template` argument, else its
+    'default' one (`jirl.data.chat`); None when it has none; `chat_template_names` lists what it has.
     `stop_ids`: EOS, generation_config.json's `eos_token_id` (one id or a list) and the chat
     template's end-of-turn token when it is one token.
     """
 
     def __init__(
-        self, path: str | Path, *, bos: str | None = None, eos: str | None = None, pad: str | None = None
+        self,
+        path: str | Path,
+        *,
+        bos: str | None = None,
+        eos: str | None = None,
+        pad: str | None = None,
+        chat_template: str = "",
     ):
         from tokenizers import Tokenizer as _HF
 
@@ -210,7 +217,8 @@ class HFTokenizer:
         self.bos_id = eos_id if bos_id is None else bos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
-        self.chat_template = ChatTemplate.from_folder(self.path.parent)
+        self.chat_template = ChatTemplate.from_folder(self.path.parent, chat_template or "")
+        self.chat_template_names = tuple(read_templates(self.path.parent))
         self.stop_ids = self._stop_ids()
 
     def _stop_ids(self) -> tuple[int, ...]:
@@ -277,14 +285,23 @@ def _configured_specials(folder: Path) -> dict[str, str]:
 
 
 TOKENIZER_KINDS = ("byte", "sentencepiece", "hf")
+# Keys of the `tokenizer` block that only a Hugging Face tokenizer reads.
+HF_ONLY_KEYS = ("bos", "eos", "pad", "chat_template")
 
 
 def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
-    """The tokenizer a config names: `kind` (default "byte"), `path`, and for hf optional bos/eos/pad."""
+    """The tokenizer a config names: `kind` (default "byte"), `path`, and for hf optional bos/eos/pad
+    (special tokens by name) and chat_template (a template's name)."""
     cfg = cfg or {}
     kind = cfg.get("kind") or "byte"
     if kind not in TOKENIZER_KINDS:
         raise ConfigError(f"tokenizer.kind is {kind!r}; accepted values are {', '.join(TOKENIZER_KINDS)}.")
+    hf_only = [key for key in HF_ONLY_KEYS if cfg.get(key)]
+    if hf_only and kind != "hf":
+        raise ConfigError(
+            f"tokenizer.{hf_only[0]} is set but applies only to tokenizer.kind='hf' (kind is {kind!r}); "
+            "unset it or use a Hugging Face tokenizer."
+        )
     if kind == "byte":
         return ByteTokenizer()
     path = cfg.get("path")
@@ -298,7 +315,8 @@ def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
         )
     if kind == "sentencepiece":
         return SentencePieceTokenizer(path)
-    return HFTokenizer(path, bos=cfg.get("bos"), eos=cfg.get("eos"), pad=cfg.get("pad"))
+    specials = {key: cfg.get(key) for key in ("bos", "eos", "pad")}
+    return HFTokenizer(path, **specials, chat_template=cfg.get("chat_template") or "")
 
 
 def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:

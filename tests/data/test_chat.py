@@ -319,3 +319,58 @@ def test_template_refusals_are_one_line(tmp_path):
         tokenize_chat(
             [{"role": "user", "content": ""}, {"role": "assistant", "content": "2"}], HFTokenizer(folder)
         )
+
+
+def test_named_templates_are_chosen_as_transformers_chooses_them(tmp_path):
+    """chat_template.jinja is 'default'; additional_chat_templates/NAME.jinja is picked by name."""
+    folder = write_checkpoint_tokenizer(tmp_path, LLAMA3, {**CHATML, **LLAMA}, jinja_file=True)
+    (folder / chat.TEMPLATE_DIR).mkdir()
+    (folder / chat.TEMPLATE_DIR / "chatml.jinja").write_text(QWEN25)
+    theirs = transformers_tokenizer(folder)
+    for name in ("", "chatml"):
+        ex = tokenize_chat(CONVERSATION, HFTokenizer(folder, chat_template=name))
+        expected = theirs.apply_chat_template(
+            CONVERSATION, tokenize=True, return_dict=False, chat_template=name or None
+        )
+        assert [int(ex["inputs"][0]), *ex["targets"].tolist()] == expected
+    assert HFTokenizer(folder).chat_template_names == ("default", "chatml")
+    with pytest.raises(
+        ValueError,
+        match=r"^tokenizer.chat_template is 'tools' but .* has chat templates named 'default', 'chatml'; ",
+    ):
+        HFTokenizer(folder, chat_template="tools")
+
+
+def test_named_templates_from_the_tokenizer_config_and_without_a_default(tmp_path):
+    folder = write_checkpoint_tokenizer(tmp_path, LLAMA3, {**CHATML, **LLAMA})
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": "llama", "template": LLAMA3}, {"name": "chatml", "template": QWEN25}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, theirs = HFTokenizer(folder, chat_template="chatml"), transformers_tokenizer(folder)
+    expected = theirs.apply_chat_template(CONVERSATION, return_dict=False, chat_template="chatml")
+    ex = tokenize_chat(CONVERSATION, ours)
+    assert [int(ex["inputs"][0]), *ex["targets"].tolist()] == expected
+    unnamed = HFTokenizer(folder)  # no 'default': transformers refuses too, when asked to render
+    with pytest.raises(ValueError, match="multiple chat templates with no default"):
+        theirs.apply_chat_template(CONVERSATION)
+    assert unnamed.chat_template is None and unnamed.chat_template_names == ("llama", "chatml")
+    with pytest.raises(
+        ValueError, match=r"templates named 'llama', 'chatml' but none named 'default'; choose one with "
+    ):
+        tokenize_chat(CONVERSATION, unnamed)
+
+
+def test_special_token_and_template_keys_belong_to_hf_tokenizers(tmp_path):
+    with pytest.raises(ValueError, match=r"^tokenizer.eos is set but applies only to tokenizer.kind='hf'"):
+        data.get_tokenizer({"kind": "byte", "eos": "<|eot_id|>"})
+    folder = write_checkpoint_tokenizer(tmp_path, LLAMA3, {})  # no template name, but a template
+    with pytest.raises(
+        ValueError, match=r"^tokenizer.chat_template is 'chatml' but .* has chat templates named 'default'"
+    ):
+        data.get_tokenizer({"kind": "hf", "path": str(folder), "chat_template": "chatml"})
+    (folder / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"^tokenizer.chat_template is 'chatml' but .* has no chat template"):
+        data.get_tokenizer({"kind": "hf", "path": str(folder), "chat_template": "chatml"})
+    tokenizer = data.get_tokenizer({"kind": "hf", "path": str(folder), "eos": "<|eot_id|>", "pad": "<|end|>"})
+    assert tokenizer.eos_id == tokenizer.hf.token_to_id("<|eot_id|>")
+    assert tokenizer.pad_id == tokenizer.hf.token_to_id("<|end|>")

@@ -34,6 +34,8 @@ def _logits(model, tokens):
 def test_train_from_a_checkpoint_and_export_it_back(tiny_data_dir, tmp_path, capsys):
     original = _tiny_llama(tmp_path / "hf")
     (tmp_path / "hf" / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")  # travels along
+    (tmp_path / "hf" / "additional_chat_templates").mkdir()  # so do the named ones
+    (tmp_path / "hf" / "additional_chat_templates" / "last.jinja").write_text("{{ messages[-1]['content'] }}")
     workdir = tmp_path / "run"
     common = [f"--workdir={workdir}", "--progress=false", f"--config.task.data_dir={tiny_data_dir}",
               "--config.task.config=tiny", "--config.task.seq_len=128", "--config.train.batch_size=2",
@@ -53,7 +55,10 @@ def test_train_from_a_checkpoint_and_export_it_back(tiny_data_dir, tmp_path, cap
     ).eval()
     tokens = np.random.default_rng(0).integers(0, 259, (2, 10))
     np.testing.assert_allclose(_logits(reloaded, tokens), _logits(original, tokens), atol=1e-5)
-    assert sorted(os.listdir(tmp_path / "out")) == ["chat_template.jinja", "config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "additional_chat_templates", "chat_template.jinja", "config.json", "model.safetensors"
+    ]  # fmt: skip
+    assert os.listdir(tmp_path / "out" / "additional_chat_templates") == ["last.jinja"]
 
 
 def test_export_needs_a_trained_run(tmp_path, capsys):
