@@ -69,6 +69,31 @@ def continuation_mask(loss_mask_BT: jax.Array, segment_ids_BT: jax.Array | None)
     return next_mask_BT * same_segment_BT.astype(jnp.float32)
 
 
+def last_turn_mask(loss_mask_BT: jax.Array, segment_ids_BT: jax.Array | None) -> jax.Array:
+    """1 on the positions of each segment's last response (its last run of m_t = 1), else 0.
+
+    A multi-turn conversation has one run per assistant turn; online sampling prompts the policy
+    with everything before the last one (jirl.train.online). A masked t is in its segment's last
+    run when the next run start u > t (m_u = 1, m_{u-1} c_{u-1} = 0) lies in another segment or
+    does not exist.
+    """
+    mask_BT = loss_mask_BT.astype(jnp.float32)
+    continues_run_BT = jnp.pad(
+        mask_BT[:, :-1] * continuation_mask(mask_BT, segment_ids_BT)[:, :-1], ((0, 0), (1, 0))
+    )
+    starts_BT = mask_BT * (1.0 - continues_run_BT)
+    t_size = mask_BT.shape[1]
+    positions_BT = jnp.broadcast_to(jnp.arange(t_size), mask_BT.shape)
+    start_positions_BT = jnp.where(starts_BT > 0, positions_BT, t_size)
+    start_at_or_after_BT = jax.lax.cummin(start_positions_BT, axis=1, reverse=True)
+    next_start_BT = jnp.pad(start_at_or_after_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t_size)
+    last_BT = next_start_BT == t_size
+    if segment_ids_BT is not None:
+        segment_there_BT = jnp.take_along_axis(segment_ids_BT, jnp.minimum(next_start_BT, t_size - 1), axis=1)
+        last_BT = last_BT | (segment_there_BT != segment_ids_BT)
+    return mask_BT * last_BT.astype(jnp.float32)
+
+
 class SoftQ(NamedTuple):
     """Per-position soft-Q quantities, all [B, T] float32 and finite (0 where m_t = 0)."""
 
@@ -78,19 +103,22 @@ class SoftQ(NamedTuple):
     correct: jax.Array  # argmax z_t == a_t
     mask: jax.Array  # m_t as float32
     continues: jax.Array  # c_t: the next state is a response state of the same episode
+    last_turn: jax.Array  # 1 on each segment's last response (`last_turn_mask`), the episodes of S
     token_count: jax.Array | None = None  # the batch's TOKEN_COUNT when it carries one
     episode_count: jax.Array | None = None  # the batch's EPISODE_COUNT when it carries one
 
 
 def batch_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """{TOKEN_COUNT: sum_t m_t, EPISODE_COUNT: sum_t m_t (1 - c_t)}: what this batch's means divide by.
+    """{TOKEN_COUNT: sum_t m_t, EPISODE_COUNT: sum_t l_t (1 - c_t)}: what this batch's means divide
+    by (l_t: `last_turn_mask`, so EPISODE_COUNT is the number of segments with a response).
 
     They read the masks and segments alone, never the parameters; given to every slice of the
     batch (`dict(slice, **batch_counts(batch))`), each slice's means are its share of the batch's.
     """
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     c_BT = continuation_mask(mask_BT, batch.get("segment_ids"))
-    return {TOKEN_COUNT: jnp.sum(mask_BT), EPISODE_COUNT: jnp.sum(mask_BT * (1.0 - c_BT))}
+    last_BT = last_turn_mask(mask_BT, batch.get("segment_ids"))
+    return {TOKEN_COUNT: jnp.sum(mask_BT), EPISODE_COUNT: jnp.sum(last_BT * (1.0 - c_BT))}
 
 
 def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: bool = False) -> SoftQ:
@@ -112,6 +140,7 @@ def soft_q(stats: Any, batch: Mapping[str, jax.Array], *, stop_grad_next_value: 
         correct=jax.lax.stop_gradient(stats.correct).astype(jnp.float32),
         mask=mask_BT,
         continues=c_BT,
+        last_turn=last_turn_mask(mask_BT, batch.get("segment_ids")),
         token_count=batch.get(TOKEN_COUNT),
         episode_count=batch.get(EPISODE_COUNT),
     )
@@ -125,12 +154,14 @@ def token_mean(x_BT: jax.Array, sq: SoftQ) -> jax.Array:
 def episode_mean(x_BT: jax.Array, sq: SoftQ) -> jax.Array:
     """sum_n sum_{t in n} x_t / N: a per-episode sum, averaged over the N episodes of a batch.
 
-    An episode is one response: a run of masked positions in one segment, ending where c_t = 0
-    (its terminal state). N = sum_t m_t (1 - c_t) counts those ends (or the batch's EPISODE_COUNT);
-    max(N, 1) guards an empty batch.
+    An episode is a segment's last response: its last run of masked positions, ending where c_t = 0
+    (its terminal state). With one response per segment that is every response; in a multi-turn
+    conversation it is the last assistant turn, the one online sampling answers from the same
+    prompt, so that expert and policy episodes start from the same states. N = sum_t l_t (1 - c_t)
+    counts those ends (or the batch's EPISODE_COUNT); max(N, 1) guards an empty batch.
     """
-    ends = jnp.sum(sq.mask * (1.0 - sq.continues)) if sq.episode_count is None else sq.episode_count
-    return masked_mean(x_BT, sq.mask, ends)
+    ends = jnp.sum(sq.last_turn * (1.0 - sq.continues)) if sq.episode_count is None else sq.episode_count
+    return masked_mean(x_BT, sq.last_turn, ends)
 
 
 def token_metrics(sq: SoftQ, gamma: float) -> dict[str, jax.Array]:

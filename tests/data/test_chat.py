@@ -273,7 +273,8 @@ def test_prepared_chat_data_through_the_pipeline_and_the_prompts(tmp_path):
     batch = next(data.make_batches(task, "train", shuffle=False, num_epochs=1, **kwargs))
     data.pop_stats(batch)
     assert int(np.max(batch["segment_ids"])) == 3  # packed: three conversations share a row
-    assert float(batch_counts(batch)[EPISODE_COUNT]) == 6  # one episode per assistant turn
+    assert sum(len(runs(row)) for row in batch["loss_mask"]) == 6  # every assistant turn is a response
+    assert float(batch_counts(batch)[EPISODE_COUNT]) == 3  # an episode of S: a conversation's last turn
     expected_prompts = []
     for record in records:
         messages = task.messages(record)

@@ -32,31 +32,39 @@ def iqlearn_unsimplified(logits, targets, mask, segments, *, gamma, lam, next_lo
     return np.mean(-r + (v - gamma * v_next) + lam * r**2)
 
 
-def episode_value_gaps(logits, targets, mask, segments, gamma):
-    """Per response (a run of masked positions in one segment): sum_t (V_t - gamma V'_t) over it."""
-    b_size, t_size, _ = logits.shape
-    sums = []
-    for b in range(b_size):
-        t = 0
-        while t < t_size:
+def response_runs(mask, segments):
+    """{(row, segment): [run, ...]}: each segment's runs of masked positions, in order, each a list."""
+    runs = {}
+    for b in range(mask.shape[0]):
+        for t in range(mask.shape[1]):
             if mask[b, t] == 0:
-                t += 1
                 continue
-            total = 0.0
-            while True:  # one episode, from its first response position to its last
-                cont = t + 1 < t_size and mask[b, t + 1] > 0 and segments[b, t + 1] == segments[b, t]
-                total += _lse(logits[b, t]) - gamma * (_lse(logits[b, t + 1]) if cont else 0.0)
-                t += 1
-                if not cont:
-                    break
-            sums.append(total)
+            if t > 0 and mask[b, t - 1] > 0 and segments[b, t - 1] == segments[b, t]:
+                runs[(b, segments[b, t])][-1].append(t)
+            else:
+                runs.setdefault((b, segments[b, t]), []).append([t])
+    return runs
+
+
+def episode_value_gaps(logits, targets, mask, segments, gamma):
+    """Per episode, a segment's last response (its last run of masked positions; in a conversation,
+    the last assistant turn): sum_t (V_t - gamma V'_t) over it."""
+    t_size = logits.shape[1]
+    sums = []
+    for (b, _), runs in sorted(response_runs(mask, segments).items()):
+        total = 0.0
+        for t in runs[-1]:
+            cont = t + 1 < t_size and mask[b, t + 1] > 0 and segments[b, t + 1] == segments[b, t]
+            total += _lse(logits[b, t]) - gamma * (_lse(logits[b, t + 1]) if cont else 0.0)
+        sums.append(total)
     return np.array(sums, np.float64)
 
 
 def iqlearn_online(expert, policy, *, gamma, lam, alpha):
     """E_E[-log pi] + alpha (S_P[V - gV'] - S_E[V - gV']) + lam ((1-alpha) E_E[r^2] + alpha E_P[r^2]).
 
-    E is a mean over response tokens, S a mean over responses of the sum over each response's tokens.
+    E is a mean over response tokens, S a mean over episodes (`episode_value_gaps`) of the sum over
+    each one's tokens.
     """
     qe, ve, ne = soft_q_terms(*expert, gamma).T
     qp, vp, npv = soft_q_terms(*policy, gamma).T

@@ -12,6 +12,7 @@ from absl.testing import parameterized
 from batches import on_logits, random_batch
 
 from jirl import losses
+from jirl.losses import _masking
 
 
 def _np_batch(batch):
@@ -261,3 +262,74 @@ def test_online_term_at_gamma_one_is_a_token_count_artifact_under_token_means():
     expected = np.mean(gaps(p64)) - np.mean(gaps(e64))
     np.testing.assert_allclose(metrics["value_gap"], expected, rtol=1e-5)
     assert abs(expected) > 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_last_turn_mask_is_each_segments_last_run(seed):
+    """Random masks with several runs per segment (multi-turn rows), against a loop over the runs."""
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((4, 24)) < 0.6).astype(np.float32)
+    segments = np.sort(rng.integers(0, 4, (4, 24)), axis=1).astype(np.int32)
+    mask[segments == 0] = 0.0
+    expected = np.zeros_like(mask)
+    for (row, _), runs in reference.response_runs(mask, segments).items():
+        expected[row, runs[-1]] = 1.0
+    got = _masking.last_turn_mask(jnp.asarray(mask), jnp.asarray(segments))
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    unpacked = reference.response_runs(mask, np.ones_like(segments))
+    expected = np.zeros_like(mask)
+    for (row, _), runs in unpacked.items():
+        expected[row, runs[-1]] = 1.0
+    np.testing.assert_array_equal(np.asarray(_masking.last_turn_mask(jnp.asarray(mask), None)), expected)
+
+
+def test_online_term_of_a_conversation_reads_its_last_turn():
+    """Expert rows are two-turn conversations; online sampling answers each one's last turn (the
+    conversation before it is the prompt). Per last turn, the gamma = 1 term is exactly 0 for the
+    same prompts; over every turn it would be mean V(s_0) of all turns minus that of the last ones."""
+    rng = np.random.default_rng(3)
+    v, t = 6, 16
+    e_logits = rng.normal(size=(2, t, v)).astype(np.float32) * 2.0
+    e_mask = np.zeros((2, t), np.float32)
+    e_mask[:, 2:5] = 1.0  # the first assistant turn
+    e_mask[:, 7:11] = 1.0  # the last: its prompt is positions 0-6
+    p_logits = rng.normal(size=(2, t, v)).astype(np.float32) * 2.0
+    p_mask = np.zeros((2, t), np.float32)
+    p_mask[0, 7:9], p_mask[1, 7:13] = 1.0, 1.0  # the policy's answers, of other lengths
+    p_logits[:, 7] = e_logits[:, 7]  # a causal model reads the same prompt at the answer's first state
+    ones = np.ones((2, t), np.int32)
+    e_batch = {
+        "targets": rng.integers(0, v, (2, t)).astype(np.int32),
+        "loss_mask": e_mask,
+        "segment_ids": ones,
+    }
+    p_batch = {
+        "targets": rng.integers(0, v, (2, t)).astype(np.int32),
+        "loss_mask": p_mask,
+        "segment_ids": ones,
+    }
+    e64 = (e_logits.astype(np.float64), *_np_batch(e_batch))
+    p64 = (p_logits.astype(np.float64), *_np_batch(p_batch))
+
+    def every_turn_gaps(logits, targets, mask, segments, gamma):  # S_E over both turns, as before
+        first = reference.episode_value_gaps(
+            logits, targets, np.where(np.arange(t) < 6, mask, 0), segments, gamma
+        )
+        return np.concatenate([first, reference.episode_value_gaps(logits, targets, mask, segments, gamma)])
+
+    old_term = np.mean(reference.episode_value_gaps(*p64, 1.0)) - np.mean(every_turn_gaps(*e64, 1.0))
+    assert abs(old_term) > 0.1
+
+    fn = on_logits(losses.get("iqlearn", gamma=1.0, lam=0.0, alpha=0.5))
+    loss, metrics = fn(
+        jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch
+    )
+    np.testing.assert_allclose(metrics["value_gap"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(loss, metrics["nll"], rtol=1e-6)
+    for gamma, lam in ((0.9, 0.1), (1.0, 0.3)):
+        fn = on_logits(losses.get("iqlearn", gamma=gamma, lam=lam, alpha=0.5))
+        loss, _ = fn(
+            jnp.asarray(e_logits), e_batch, policy_logits=jnp.asarray(p_logits), policy_batch=p_batch
+        )
+        expected = reference.iqlearn_online(e64, p64, gamma=gamma, lam=lam, alpha=0.5)
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
