@@ -307,6 +307,7 @@ def build(
         check_sampling_budget(online, int(config.task.seq_len), model)
     tx, schedule = make_optimizer(config.train)
     _check_train_block(config)
+    data.check_tokenizer_block(config.get("tokenizer"))
     if devices is None and training:
         distributed.initialize(config.get("distributed"))
     mesh, rules = make_mesh(config, devices)

@@ -170,3 +170,11 @@ def test_a_run_from_a_jirl_workdir_reads_the_tokenizer_that_run_read(tmp_path):
     config.tokenizer.update(eos="<|end|>", chat_template="default")
     tokenizer = experiment.run_tokenizer(config, data.get_task("arith"), str(tmp_path))
     assert tokenizer.eos_id == 3 and tokenizer.chat_template.source.endswith("<|end|>{% endfor %}")
+
+
+def test_hf_only_tokenizer_keys_on_another_kind_fail_before_data_work(tmp_path):
+    config = _tiny(data_dir=str(tmp_path / "nothing"))
+    config.tokenizer.eos = "<|eot_id|>"
+    with pytest.raises(ConfigError, match=r"^tokenizer.eos is set but applies only to tokenizer.kind='hf'"):
+        experiment.build(config, prepare=True)
+    assert not os.path.exists(tmp_path / "nothing")

@@ -289,9 +289,8 @@ TOKENIZER_KINDS = ("byte", "sentencepiece", "hf")
 HF_ONLY_KEYS = ("bos", "eos", "pad", "chat_template")
 
 
-def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
-    """The tokenizer a config names: `kind` (default "byte"), `path`, and for hf optional bos/eos/pad
-    (special tokens by name) and chat_template (a template's name)."""
+def check_tokenizer_block(cfg: Mapping[str, Any] | None) -> None:
+    """Refuses an unknown `kind`, and the hf-only keys (bos, eos, pad, chat_template) on another kind."""
     cfg = cfg or {}
     kind = cfg.get("kind") or "byte"
     if kind not in TOKENIZER_KINDS:
@@ -302,6 +301,14 @@ def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
             f"tokenizer.{hf_only[0]} is set but applies only to tokenizer.kind='hf' (kind is {kind!r}); "
             "unset it or use a Hugging Face tokenizer."
         )
+
+
+def get_tokenizer(cfg: Mapping[str, Any] | None = None) -> Tokenizer:
+    """The tokenizer a config names: `kind` (default "byte"), `path`, and for hf optional bos/eos/pad
+    (special tokens by name) and chat_template (a template's name)."""
+    cfg = cfg or {}
+    check_tokenizer_block(cfg)
+    kind = cfg.get("kind") or "byte"
     if kind == "byte":
         return ByteTokenizer()
     path = cfg.get("path")
