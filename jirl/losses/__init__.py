@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from jirl.errors import ConfigError
 from jirl.losses import adversarial, gail, head, iqlearn, mle
-from jirl.losses._masking import COUNT_KEYS, batch_counts
+from jirl.losses._masking import COUNT_KEYS, batch_counts, last_turn_mask
 from jirl.losses.gail import PolicySamples, gail_loss
 from jirl.losses.head import Stream, TokenStats
 from jirl.losses.iqlearn import iqlearn_loss
@@ -143,6 +143,7 @@ __all__ = [
     "TokenStats",
     "adversarial",
     "batch_counts",
+    "last_turn_mask",
     "gail_loss",
     "get",
     "head",

@@ -8,6 +8,8 @@ Each step, with the policy's K samples per prompt (the sampler's policy batch) a
      (jirl.losses.gail), pi_ref being the starting weights, kept in the state;
   3. the discriminator takes one step on its logistic loss, expert tokens against policy tokens,
      whose forward pass gave step 1's logits (both updates read the state the step started from).
+     Its expert tokens are each conversation's last assistant turn (`losses.last_turn_mask`): the
+     turn the sampler answers, so that both streams start from the same prompts.
 
 The discriminator is a causal LM of its own (a preset, or a copy of the policy): its logit for the
 token taken, z_t[a_t], is d_t, read by the same head stage as every objective (jirl.forward).
@@ -147,8 +149,9 @@ def make_adversarial_step(
     def disc_loss(disc_params, expert, policy):
         """(loss, (metrics, d on the policy's tokens)): the logits also give the rewards."""
         expert_BT, policy_BT = logits_d(disc_params, expert), logits_d(disc_params, policy)
+        last_turn_BT = losses.last_turn_mask(expert["loss_mask"], expert.get("segment_ids"))
         loss, metrics = adversarial.discriminator_loss(
-            expert_BT, expert["loss_mask"], policy_BT, policy["loss_mask"]
+            expert_BT, last_turn_BT, policy_BT, policy["loss_mask"]
         )
         return loss, (metrics, policy_BT)
 

@@ -112,6 +112,38 @@ def test_one_step_moves_the_policy_and_the_discriminator_but_not_the_start(tiny_
     assert metrics["loss"] == pytest.approx(metrics["pg_loss"] + metrics["nll"], abs=1e-5)  # mle_weight 1
 
 
+def test_the_discriminator_reads_each_conversations_last_turn(tiny_data_dir):
+    """An earlier turn added to every expert conversation changes the MLE term but not the
+    discriminator's loss: the sampler answers the last turn, and so the discriminator compares that."""
+    from jirl import data
+
+    run = _run(tiny_data_dir)
+    graphdef, disc_graphdef, shardings, state = _state(run)
+    expert = next(data.make_batches(run.task, "train", data_dir=run.data_dir, tokenizer=run.tokenizer,
+                                    seq_len=128, batch_size=4, task_config="tiny", seed=0))  # fmt: skip
+    expert = {k: v for k, v in expert.items() if not k.startswith("_")}
+    policy, _ = _policy_batch(run, graphdef, state, expert)
+    multi_turn = dict(expert, loss_mask=expert["loss_mask"].copy())
+    added = 0
+    for row, segments in enumerate(expert["segment_ids"]):
+        for segment in np.unique(segments[segments > 0]):
+            where = np.flatnonzero(segments == segment)
+            first_response = where[np.argmax(expert["loss_mask"][row, where] > 0)]
+            if first_response - where[0] >= 4:  # two prompt tokens become a turn of their own
+                multi_turn["loss_mask"][row, where[1:3]] = 1.0
+                added += 1
+    assert added > 0
+    step = adversarial.make_adversarial_step(graphdef, disc_graphdef, run, shardings)
+    put = lambda b: sharding.shard_batch(b, run.mesh, run.rules)  # noqa: E731
+    metrics = []
+    for batch in (expert, multi_turn):
+        fresh = _state(run)[3]  # the step donates its state
+        metrics.append(jax.device_get(step(fresh, put(batch), put(policy))[1]))
+    for key in ("disc_loss", "disc_expert_accuracy", "disc_policy_accuracy", "reward_mean", "pg_loss"):
+        assert metrics[0][key] == metrics[1][key], key
+    assert metrics[0]["nll"] != metrics[1]["nll"]  # the MLE term reads every turn
+
+
 def _command(workdir, data_dir, steps):
     return [
         sys.executable, "-m", "jirl.cli", "train", f"--config={ARITH}:gail", f"--workdir={workdir}",
