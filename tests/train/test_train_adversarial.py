@@ -69,14 +69,18 @@ def _policy_batch(run, graphdef, state, expert):
     return sampler(state.params, expert, 1)
 
 
-def test_one_step_moves_the_policy_and_the_discriminator_but_not_the_start(tiny_data_dir):
+def _expert_batch(run):
     from jirl import data
 
-    run = _run(tiny_data_dir)
-    graphdef, disc_graphdef, shardings, state = _state(run)
     expert = next(data.make_batches(run.task, "train", data_dir=run.data_dir, tokenizer=run.tokenizer,
                                     seq_len=128, batch_size=4, task_config="tiny", seed=0))  # fmt: skip
-    expert = {k: v for k, v in expert.items() if not k.startswith("_")}
+    return {k: v for k, v in expert.items() if not k.startswith("_")}
+
+
+def test_one_step_moves_the_policy_and_the_discriminator_but_not_the_start(tiny_data_dir):
+    run = _run(tiny_data_dir)
+    graphdef, disc_graphdef, shardings, state = _state(run)
+    expert = _expert_batch(run)
     policy, stats = _policy_batch(run, graphdef, state, expert)
     assert stats["sample_tokens"] > 0
     ids = policy["example_ids"][policy["loss_mask"] > 0]
@@ -115,13 +119,9 @@ def test_one_step_moves_the_policy_and_the_discriminator_but_not_the_start(tiny_
 def test_the_discriminator_reads_each_conversations_last_turn(tiny_data_dir):
     """An earlier turn added to every expert conversation changes the MLE term but not the
     discriminator's loss: the sampler answers the last turn, and so the discriminator compares that."""
-    from jirl import data
-
     run = _run(tiny_data_dir)
     graphdef, disc_graphdef, shardings, state = _state(run)
-    expert = next(data.make_batches(run.task, "train", data_dir=run.data_dir, tokenizer=run.tokenizer,
-                                    seq_len=128, batch_size=4, task_config="tiny", seed=0))  # fmt: skip
-    expert = {k: v for k, v in expert.items() if not k.startswith("_")}
+    expert = _expert_batch(run)
     policy, _ = _policy_batch(run, graphdef, state, expert)
     multi_turn = dict(expert, loss_mask=expert["loss_mask"].copy())
     added = 0
