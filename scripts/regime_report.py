@@ -31,6 +31,8 @@ def read_workdir(workdir: str) -> dict:
             timing = json.load(f)
         run["train_seconds"], run["train_cores"] = timing["train_seconds"], timing.get("cores", 2)
         run["train_devices"] = timing.get("devices", "1 x cpu")
+        if timing.get("resumed_from_steps"):  # stopped part-way and resumed from these checkpoints
+            run["train_resumed_from_steps"] = timing["resumed_from_steps"]
     return run
 
 

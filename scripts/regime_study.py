@@ -33,17 +33,19 @@ Usage:
 
 Each finished, evaluated run leaves a record, `--records/nN/VARIANT_sSEED.json` (a few KB: the
 per-prompt greedy correctness, the sample statistics, the learning curves, the command and the
-commit), committed with the report: the tables and plots are made from records alone, and a run
-with a record is never trained again, even in a fresh checkout without its workdir. Workdirs
-(`--runs`) hold checkpoints and a run stopped part-way, which starts again. The report is
-rewritten after every run. `--stage 1` stops after stage 1, and so on; `--report_only`
-writes the report of the runs finished so far and trains nothing. Several copies may run side by
-side, each pinned to its own cores (`taskset -c 0 python scripts/regime_study.py & taskset -c 1 ...`):
-each run is claimed by one copy (RUN.lock holds its pid), the others take the next run or, at the
-end of a stage, wait for it. On 2 cores, two copies pinned to one core each finish 1.4x the runs
-per hour of one copy on both. `--stop_after S`: a copy starts no new run after S seconds (how
-`scripts/regime_study_gpu.sh` runs several copies on one GPU within a time limit). A record says
-what its run trained on (`train_devices`, from the run's summary.json).
+commit), committed with the report: the tables and plots are made from records alone, and a run with
+a record is never trained again, even in a fresh checkout without its workdir. Workdirs (`--runs`)
+hold checkpoints, one per learning-curve point: a run stopped part-way resumes from its newest
+(jirl's resume continues bitwise), its train seconds summed over its attempts up to each one's last
+checkpoint (`train_seconds.json`). The report is rewritten after every run. `--stage 1` stops after
+stage 1, and so on; `--report_only` writes the report of the runs finished so far and trains
+nothing. Several copies may run side by side, each pinned to its own cores (`taskset -c 0 python
+scripts/regime_study.py & taskset -c 1 ...`): each run is claimed by one copy (RUN.lock holds its
+pid), the others take the next run or, at the end of a stage, wait for it. On 2 cores, two copies
+pinned to one core each finish 1.4x the runs per hour of one copy on both. `--stop_after S`: a copy
+starts no new run after S seconds (how `scripts/regime_study_gpu.sh` runs several copies on one GPU
+within a time limit). A record says what its run trained on (`train_devices`, from the run's
+summary.json).
 """
 
 from __future__ import annotations
@@ -193,23 +195,50 @@ def _commit() -> str:
     return git("rev-parse", "HEAD") + ("+changes" if changed else "")
 
 
+def _newest_checkpoint(workdir: str) -> tuple[int, float] | None:
+    """(step, write time) of the newest checkpoint in WORKDIR, None when it has none."""
+    folder = os.path.join(workdir, "checkpoints")
+    steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    return (max(steps), os.path.getmtime(os.path.join(folder, str(max(steps))))) if steps else None
+
+
+def _begin_attempt(workdir: str) -> list[dict]:
+    """Records an attempt at training WORKDIR (attempts.json); returns the earlier ones, each with
+    the seconds from its start to the newest checkpoint it wrote (what the run keeps of it)."""
+    path = os.path.join(workdir, "attempts.json")
+    attempts = []
+    if os.path.exists(path):
+        with open(path) as f:
+            attempts = json.load(f)
+    newest = _newest_checkpoint(workdir)
+    if attempts and newest is not None:
+        attempts[-1].update(seconds=max(0.0, newest[1] - attempts[-1]["start"]), to_step=newest[0])
+    earlier = [a for a in attempts if "seconds" in a]
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump([*earlier, {"start": time.time()}], f)
+    return earlier
+
+
 def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed: int, base: str) -> dict:
     objective, overrides = variant
     if not os.path.exists(os.path.join(workdir, "summary.json")):
-        shutil.rmtree(workdir, ignore_errors=True)  # a run stopped part-way starts again, curves clean
-        start = time.time()
+        if _newest_checkpoint(workdir) is None:
+            shutil.rmtree(workdir, ignore_errors=True)  # stopped before its first checkpoint: start again
+        earlier, start = _begin_attempt(workdir), time.time()
         _run([sys.executable, "-m", "jirl.cli", "train", f"--config=experiments/arith_shifted.py:{objective}",
               f"--workdir={workdir}", "--progress=false", f"--config.task.config=shifted_{size}",
               f"--config.train.steps={STEPS[size]}", f"--config.train.seed={seed}",
               f"--config.eval.every={EVERY[size]}", f"--config.eval.answers_every={EVERY[size]}",
               "--config.eval.num_examples=100", "--config.eval.loss_batches=8",
-              f"--config.train.checkpoint_every={STEPS[size]}", f"--config.model.init_from={base}",
+              f"--config.train.checkpoint_every={EVERY[size]}", f"--config.model.init_from={base}",
               *FINE_TUNE, *overrides])  # fmt: skip
         with open(os.path.join(workdir, "summary.json")) as f:
             devices = json.load(f).get("devices", "1 x cpu")
         with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
-            json.dump({"train_seconds": time.time() - start, "cores": len(os.sched_getaffinity(0)),
-                       "devices": devices}, f)  # fmt: skip
+            json.dump({"train_seconds": sum(a["seconds"] for a in earlier) + time.time() - start,
+                       "cores": len(os.sched_getaffinity(0)), "devices": devices,
+                       "resumed_from_steps": [a["to_step"] for a in earlier]}, f)  # fmt: skip
     report_path = os.path.join(workdir, "study_eval.json")
     if not os.path.exists(report_path):
         start = time.time()
