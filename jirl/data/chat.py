@@ -110,7 +110,7 @@ def read_templates(folder: str | Path) -> dict[str, str]:
 
 def read_template(folder: str | Path, name: str = "") -> str | None:
     """The chat template named `name` (`tokenizer.chat_template`), else the folder's 'default' one;
-    None when it has none of that name (see `template_names` for what it has)."""
+    None when it has none of that name (`read_templates` lists what it has)."""
     templates = read_templates(folder)
     if name and templates and name not in templates:
         raise ConfigError(

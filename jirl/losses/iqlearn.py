@@ -11,8 +11,8 @@ episode: the sum over each response's tokens, averaged over responses (in a mult
 over its last assistant turn alone: the turn online sampling answers). That is the normalisation
 IQ-Learn's value term calls for: sum_t (V_t - gamma V_{t+1}) over an episode telescopes to V(s_0) +
 (1 - gamma) sum_{t>=1} V_t, so at gamma = 1 both sums are the mean V(s_0) of the batch's prompts,
-and the term vanishes when the policy answers the expert batch's own prompts (as IQ-Learn's (1 -
-gamma) E[V(s_0)] does). Token means would leave sum_n V(s_0,n) (1/N_P - 1/N_E), a token-count
+and the term vanishes when the policy answers the expert batch's own prompts (as IQ-Learn's
+(1 - gamma) E[V(s_0)] does). Token means would leave sum_n V(s_0,n) (1/N_P - 1/N_E), a token-count
 artifact; every turn of a conversation in S_E would leave the gap between the values of its earlier
 turns' prompts and its last one's, which no policy sample answers. lam = 0 and alpha = 0 give
 exactly MLE. -log pi_t = -r_t + (V_t - gamma V'_t), the unsimplified IQ-Learn form. The inputs are
