@@ -108,10 +108,12 @@ def read_templates(folder: str | Path) -> dict[str, str]:
     return {name: t for name, t in templates.items() if isinstance(t, str) and t}
 
 
-def read_template(folder: str | Path, name: str = "") -> str | None:
+def read_template(
+    folder: str | Path, name: str = "", templates: Mapping[str, str] | None = None
+) -> str | None:
     """The chat template named `name` (`tokenizer.chat_template`), else the folder's 'default' one;
-    None when it has none of that name (`read_templates` lists what it has)."""
-    templates = read_templates(folder)
+    None when it has none of that name. `templates`: the folder's, when `read_templates` has read them."""
+    templates = read_templates(folder) if templates is None else templates
     if name and templates and name not in templates:
         raise ConfigError(
             f"tokenizer.chat_template is {name!r} but {folder} has chat templates named "
@@ -151,8 +153,10 @@ class ChatTemplate:
         self.source, self.variables = source, dict(variables or {})
 
     @classmethod
-    def from_folder(cls, folder: str | Path, name: str = "") -> ChatTemplate | None:
-        source = read_template(folder, name)
+    def from_folder(
+        cls, folder: str | Path, name: str = "", templates: Mapping[str, str] | None = None
+    ) -> ChatTemplate | None:
+        source = read_template(folder, name, templates)
         return None if source is None else cls(source, special_tokens(folder))
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False) -> str:

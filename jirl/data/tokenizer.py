@@ -217,8 +217,9 @@ class HFTokenizer:
         self.bos_id = eos_id if bos_id is None else bos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
-        self.chat_template = ChatTemplate.from_folder(self.path.parent, chat_template or "")
-        self.chat_template_names = tuple(read_templates(self.path.parent))
+        templates = read_templates(self.path.parent)
+        self.chat_template = ChatTemplate.from_folder(self.path.parent, chat_template or "", templates)
+        self.chat_template_names = tuple(templates)
         self.stop_ids = self._stop_ids()
 
     def _stop_ids(self) -> tuple[int, ...]:
