@@ -42,7 +42,8 @@ stage 1, and so on; `--report_only` writes the report of the runs finished so fa
 nothing. Several copies may run side by side, each pinned to its own cores (`taskset -c 0 python
 scripts/regime_study.py & taskset -c 1 ...`): each run is claimed by one copy (RUN.lock holds its
 pid), the others take the next run or, at the end of a stage, wait for it. On 2 cores, two copies
-pinned to one core each finish 1.4x the runs per hour of one copy on both. `--stop_after S`: a copy
+pinned to one core each train about 1.3x the steps per hour of one copy on both (1.65 against 1.3
+steps a second, 16 x 256 tokens, measured 2026-12-01). `--stop_after S`: a copy
 starts no new run after S seconds (how `scripts/regime_study_gpu.sh` runs several copies on one GPU
 within a time limit). A record says what its run trained on (`train_devices`, from the run's
 summary.json).
