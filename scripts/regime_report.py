@@ -12,6 +12,7 @@ from jirl.evaluation import paired
 
 CURVE_KEYS = ("eval_nll", "eval_answer_accuracy")
 SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4  # K per prompt, on the first prompts; N for the reward
+FIRST_BASE = "first"  # the base of the records written before bases were kept
 
 
 def read_workdir(workdir: str) -> dict:
@@ -50,6 +51,16 @@ def load_record(path: str) -> dict:
         run = json.load(f)
     run["curves"] = {k: [tuple(p) for p in v] for k, v in run["curves"].items()}
     return run
+
+
+def base_of(run: dict) -> str:
+    """The base a run fine-tuned: a hash of its weights (`regime_study.base_id`); records written
+    before bases were kept come from the study's first base, whose weights were lost."""
+    return run.get("base", FIRST_BASE)
+
+
+def describe_base(base: str) -> str:
+    return "the study's first base (trained 2026-12-01; not kept)" if base == FIRST_BASE else f"base {base}"
 
 
 def greedy(run: dict, split: str) -> np.ndarray:
@@ -365,6 +376,8 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
             "### Greedy accuracy (all 500 validation and 500 test prompts)",
             "",
         ]
+        bases = sorted({base_of(r) for rs in runs.values() for r in rs})
+        lines += [f"Every run here fine-tunes {' or '.join(map(describe_base, bases))}.", ""]
         lines += headline_table(runs)
         curves = plot_curves(
             runs, os.path.join(out_dir, f"regime_{tag}_curves.png"), f"N = {size}: learning curves"

@@ -5,8 +5,10 @@ Usage:
       [--out docs/results/regime.md] [--stage all]
 
 1. The base: `jirl train` MLE-trains the `small` model on the broad `default` arith set (20,000
-   problems, 1-3 operations) for --base_steps; every fine-tune starts from its workdir
-   (`model.init_from` takes a jirl workdir).
+   problems, 1-3 operations) for --base_steps, and `jirl export` writes its weights into
+   `--records`/base (4.9 MB), committed with the records: every fine-tune starts from that folder
+   (`model.init_from`), in any checkout. Each record names its base (`base`, a hash of the weights),
+   and the study refuses to add runs from one base to a size whose records come from another.
 2. Fine-tunes on `experiments/arith_shifted.py` (harder problems in new phrasings) with N training
    examples, N in --sizes, for `STEPS[N]` steps each (long enough that MLE's validation NLL turns
    up), learning rate 2e-3, the same budget (steps, batch, tokens) for every variant; validation
@@ -52,6 +54,7 @@ summary.json).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -78,6 +81,7 @@ TEMPERATURES = (0.5, 1.0)
 MLE_TEMPERATURES = (0.3, 0.5, 0.7, 1.0, 1.3)
 
 FIRST_SEEDS, MORE_SEEDS = (0, 1, 2), (3, 4)
+BASE_WEIGHTS = "model.safetensors"  # in the base folder, with its config.json
 FINE_TUNE = ["--config.train.learning_rate=2e-3", "--config.train.warmup_steps=20"]
 
 
@@ -93,14 +97,42 @@ def slug(name: str) -> str:
 
 
 def base_model(args) -> str:
-    """The pretrained workdir every fine-tune starts from (MLE on the broad default set)."""
+    """The pretrained model every fine-tune starts from: `--records`/base, a Hugging Face folder
+    (config.json, model.safetensors) committed with the records, so that any checkout fine-tunes the
+    same weights. Without it, `jirl train` MLE-trains the base into `--runs`/base and `jirl export`
+    writes its weights there, to be committed: XLA's numerics differ between machines and library
+    builds, so the same command does not train the same base twice (regime_reading.md)."""
+    folder = os.path.join(args.records, "base")
+    if os.path.exists(os.path.join(folder, BASE_WEIGHTS)):
+        return folder
     workdir = os.path.join(args.runs, "base")
     if not os.path.exists(os.path.join(workdir, "summary.json")):
         _run([sys.executable, "-m", "jirl.cli", "train", "--config=experiments/arith.py:mle",
               f"--workdir={workdir}", "--progress=false", f"--config.train.steps={args.base_steps}",
               "--config.eval.every=500", "--config.eval.answers_every=500", "--config.eval.num_examples=100",
               "--config.train.checkpoint_every=500"])  # fmt: skip
-    return workdir
+    _run([sys.executable, "-m", "jirl.cli", "export", f"--workdir={workdir}", f"--out={folder}"])
+    print(f"the base's weights are in {folder}: commit them with the records", flush=True)
+    return folder
+
+
+def base_id(base: str) -> str:
+    """Which base a run started from: the first 16 hex digits of the sha256 of its weights file."""
+    with open(os.path.join(base, BASE_WEIGHTS), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def check_base(args, size: int, base: str) -> None:
+    """Exits when records at SIZE come from another base: runs from two bases are not comparable
+    (a record without `base` comes from the study's first base, which is lost)."""
+    folder = os.path.join(args.records, f"n{size}")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+    bases = {regime_report.base_of(regime_report.load_record(os.path.join(folder, n))) for n in names}
+    if bases - {base_id(base)}:
+        others = " and ".join(map(regime_report.describe_base, sorted(bases)))
+        sys.exit(f"the records in {folder} come from {others}, not from base {base_id(base)} ({base}): "
+                 "its runs would not be comparable with theirs. Run other --sizes, or start a new "
+                 "--records folder.")  # fmt: skip
 
 
 def stage1_variants() -> dict[str, tuple[str, list[str]]]:
@@ -182,7 +214,7 @@ def fine_tune(size: int, name: str, variant: tuple, seed: int, base: str, args) 
     try:
         run = _train_and_evaluate(workdir, size, name, variant, seed, base)
         run.update(name=name, seed=seed, size=size, objective=variant[0], overrides=variant[1],
-                   commit=_commit())  # fmt: skip
+                   commit=_commit(), base=base_id(base))  # fmt: skip
         regime_report.save_record(record, run)
         return regime_report.load_record(record)
     finally:
@@ -300,6 +332,8 @@ def run_size(size: int, base: str, args, results: dict) -> None:
     """The three stages for one training-set size (the core comparison at sizes other than FULL_SIZE);
     `results[size][name]` gathers the runs."""
     runs = results.setdefault(size, {})
+    if not args.report_only:
+        check_base(args, size, base)
 
     def go(todo: list[tuple[int, str]], variants: dict) -> None:
         """Runs every (seed, name) of TODO; returns when all are finished, by this copy or another."""

@@ -6,9 +6,9 @@
 #
 # Runs from the repository root. Needs jax with a CUDA backend and jirl's dependencies importable;
 # on a machine without a package index, WHEELS=DIR installs the missing ones from a folder of wheels
-# first (into a temporary target, not the environment). Needs the base model the CPU runs started
-# from, in runs/regime_study/base (its config.json, summary.json and last checkpoint suffice): the
-# study would otherwise train a new base here, and the GPU runs would not be comparable.
+# first (into a temporary target, not the environment). Fine-tunes the committed base the CPU runs
+# started from (docs/results/regime_runs/base). Trains the sizes in SIZES (default 5000: N = 1000's
+# records come from the study's first base, which is lost, so no new run joins them).
 #
 # Each copy takes the next unfinished run of the queue (the committed records are finished runs);
 # copies start no new run after MINUTES - 3 minutes (--stop_after), and whatever still runs a minute
@@ -31,18 +31,19 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 JAX_DEFAULT_MATMUL_PRECISION=highest
 
-if [ ! -f runs/regime_study/base/summary.json ]; then
-  echo "runs/regime_study/base has no finished base model; copy the CPU runs' base there first." >&2
+SIZES=${SIZES:-5000}
+if [ ! -f docs/results/regime_runs/base/model.safetensors ]; then
+  echo "docs/results/regime_runs/base holds no base model; run the study on the CPU first." >&2
   exit 2
 fi
 python3 -c "import jax; print('devices:', jax.devices())" || exit 1
-for size in 1000 5000; do  # once, before the copies start (they would all prepare at once)
+for size in ${SIZES//,/ }; do  # once, before the copies start (they would all prepare at once)
   python3 -m jirl.cli prepare --task=arith --task_config=shifted_$size --data_dir=data || exit 1
 done
 
 stop_after=$(( MINUTES * 60 - 180 - ($(date +%s) - START) ))
 for i in $(seq "$COPIES"); do
-  python3 scripts/regime_study.py --sizes 1000,5000 --stop_after "$stop_after" \
+  python3 scripts/regime_study.py --sizes "$SIZES" --stop_after "$stop_after" \
     >"$OUT/logs/copy_$i.log" 2>&1 &
   sleep 2  # each claims its run before the next looks
 done
