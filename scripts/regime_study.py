@@ -8,7 +8,8 @@ Usage:
    problems, 1-3 operations) for --base_steps, and `jirl export` writes its weights into
    `--records`/base (4.9 MB), committed with the records: every fine-tune starts from that folder
    (`model.init_from`), in any checkout. Each record names its base (`base`, a hash of the weights),
-   and the study refuses to add runs from one base to a size whose records come from another.
+   and the study adds no run from one base to a size whose records come from another (it reports
+   that size's records as they are).
 2. Fine-tunes on `experiments/arith_shifted.py` (harder problems in new phrasings) with N training
    examples, N in --sizes, for `STEPS[N]` steps each (long enough that MLE's validation NLL turns
    up), learning rate 2e-3, the same budget (steps, batch, tokens) for every variant; validation
@@ -122,17 +123,22 @@ def base_id(base: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def check_base(args, size: int, base: str) -> None:
-    """Exits when records at SIZE come from another base: runs from two bases are not comparable
-    (a record without `base` comes from the study's first base, which is lost)."""
+def same_base(args, size: int, base: str) -> bool:
+    """Whether every record at SIZE comes from BASE; if not, says so: a run from another base would
+    not be comparable with them, so the study adds none there (a record without `base` comes from
+    the study's first base, which is lost)."""
     folder = os.path.join(args.records, f"n{size}")
     names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
     bases = {regime_report.base_of(regime_report.load_record(os.path.join(folder, n))) for n in names}
-    if bases - {base_id(base)}:
-        others = " and ".join(map(regime_report.describe_base, sorted(bases)))
-        sys.exit(f"the records in {folder} come from {others}, not from base {base_id(base)} ({base}): "
-                 "its runs would not be comparable with theirs. Run other --sizes, or start a new "
-                 "--records folder.")  # fmt: skip
+    if bases <= {base_id(base)}:
+        return True
+    others = " and ".join(map(regime_report.describe_base, sorted(bases)))
+    print(
+        f"N = {size}: no new run; its records come from {others}, not from base {base_id(base)} "
+        f"({base}), and a run from this base would not be comparable with them.",
+        flush=True,
+    )
+    return False
 
 
 def stage1_variants() -> dict[str, tuple[str, list[str]]]:
@@ -332,8 +338,7 @@ def run_size(size: int, base: str, args, results: dict) -> None:
     """The three stages for one training-set size (the core comparison at sizes other than FULL_SIZE);
     `results[size][name]` gathers the runs."""
     runs = results.setdefault(size, {})
-    if not args.report_only:
-        check_base(args, size, base)
+    records_only = args.report_only or not same_base(args, size, base)
 
     def go(todo: list[tuple[int, str]], variants: dict) -> None:
         """Runs every (seed, name) of TODO; returns when all are finished, by this copy or another."""
@@ -343,7 +348,7 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                 runs.setdefault(name, [])
                 if any(r["seed"] == seed for r in runs[name]):
                     continue
-                if args.report_only and not os.path.exists(record_path(args, size, name, seed)):
+                if records_only and not os.path.exists(record_path(args, size, name, seed)):
                     continue
                 if out_of_time(args) and not os.path.exists(record_path(args, size, name, seed)):
                     regime_report.write(results, args)
