@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -13,6 +14,15 @@ from jirl.evaluation import paired
 CURVE_KEYS = ("eval_nll", "eval_answer_accuracy")
 SAMPLES, SAMPLE_PROMPTS, RERANK = 8, 100, 4  # K per prompt, on the first prompts; N for the reward
 FIRST_BASE = "first"  # the base of the records written before bases were kept
+
+
+class Part(NamedTuple):
+    """One section of the study: fine-tunes on SIZE examples, their records and workdirs in TAG."""
+
+    tag: str  # records/TAG, runs/TAG, regime_TAG_*.png
+    size: int
+    label: str  # in plot titles
+    heading: str
 
 
 def read_workdir(workdir: str) -> dict:
@@ -347,7 +357,7 @@ def ordered(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return {name: runs[name] for name in sorted(runs, key=key)}
 
 
-def write(results: dict[int, dict[str, list[dict]]], args) -> None:
+def write(results: dict[Part, dict[str, list[dict]]], args) -> None:
     out_dir = os.path.dirname(args.out)
     lines = [
         "# arith in the paper's regime: fine-tuning a pretrained model on a small shifted set",
@@ -364,14 +374,14 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         "there, several at once, by `scripts/regime_study_gpu.sh`), a rough cost only; each update's "
         "cost measured side by side is `benchmarks/online_cost.py`'s.",
     ]
-    for size, runs in results.items():
+    for part, runs in results.items():
         runs = ordered({n: rs for n, rs in runs.items() if rs})
         if not runs:
             continue
-        tag = f"n{size}"
+        tag, name = part.tag, part.label
         lines += [
             "",
-            f"## N = {size} training examples",
+            f"## {part.heading}",
             "",
             "### Greedy accuracy (all 500 validation and 500 test prompts)",
             "",
@@ -380,7 +390,7 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         lines += [f"Every run here fine-tunes {' or '.join(map(describe_base, bases))}.", ""]
         lines += headline_table(runs)
         curves = plot_curves(
-            runs, os.path.join(out_dir, f"regime_{tag}_curves.png"), f"N = {size}: learning curves"
+            runs, os.path.join(out_dir, f"regime_{tag}_curves.png"), f"{name}: learning curves"
         )
         lines += ["", f"![learning curves]({os.path.basename(curves)})", ""]
         lines += [f"### Samples: K = {SAMPLES} per prompt, first {SAMPLE_PROMPTS} validation prompts", ""]
@@ -391,7 +401,7 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         qd = plot_quality_diversity(
             runs,
             os.path.join(out_dir, f"regime_{tag}_quality_diversity.png"),
-            f"N = {size}: quality against diversity",
+            f"{name}: quality against diversity",
         )
         lines += ["", f"![quality against diversity]({os.path.basename(qd)})", ""]
         where = f"{RERANK} samples per prompt at T = 1, {SAMPLE_PROMPTS} prompts"
@@ -400,7 +410,7 @@ def write(results: dict[int, dict[str, list[dict]]], args) -> None:
         rc = plot_reward_correlation(
             runs,
             os.path.join(out_dir, f"regime_{tag}_reward_correlation.png"),
-            f"N = {size}: extracted reward vs correctness",
+            f"{name}: extracted reward vs correctness",
         )
         if rc:
             lines += ["", f"![reward correlation]({os.path.basename(rc)})", ""]

@@ -1,7 +1,7 @@
 """The paper's regime on `arith`: fine-tune one pretrained model on a small shifted set, every objective.
 
 Usage:
-  python scripts/regime_study.py [--sizes 1000,5000] [--runs runs/regime_study]
+  python scripts/regime_study.py [--sizes 1000,5000,1000-replica] [--runs runs/regime_study]
       [--out docs/results/regime.md] [--stage all]
 
 1. The base: `jirl train` MLE-trains the `small` model on the broad `default` arith set (20,000
@@ -24,7 +24,10 @@ Usage:
      and KL penalty) from the same base;
    - stage 3: seeds 3 and 4 of MLE, the best entropy bonus and the best IQLearn;
    - at N = 5000 (4000 steps a run), the core comparison only, seeds 0-2: MLE, the entropy bonus
-     and the two lambdas best on validation at N = 1000 (`core_variants`).
+     and the two lambdas best on validation at N = 1000 (`core_variants`);
+   - `--sizes 1000-replica`: stage 2 again at N = 1000, seeds 0-2, from the committed base, with its
+     own MLE and IQLearn (the chosen lambda, gamma 0.99) to pair with (`replica_variants`): N = 1000's
+     records fine-tune the study's first base, which was lost before stage 2 had three seeds.
    Stages 2 and 3 depend on stage 1 only and share one queue: stage 2 at seed 0, then stage 3, then
    stage 2 at seeds 1-2.
 4. Evaluation of each final model: greedy answer accuracy on every validation and test prompt
@@ -34,21 +37,21 @@ Usage:
    sequence reward with correctness (N samples per prompt at T=1). The sizes (K = 8, N = 4, 100
    prompts) are regime_report.py's SAMPLES, RERANK and SAMPLE_PROMPTS.
 
-Each finished, evaluated run leaves a record, `--records/nN/VARIANT_sSEED.json` (a few KB: the
-per-prompt greedy correctness, the sample statistics, the learning curves, the command and the
-commit), committed with the report: the tables and plots are made from records alone, and a run with
-a record is never trained again, even in a fresh checkout without its workdir. Workdirs (`--runs`)
-hold checkpoints, one per learning-curve point: a run stopped part-way resumes from its newest
-(jirl's resume continues bitwise), its train seconds summed over its attempts up to each one's last
-checkpoint (`train_seconds.json`). The report is rewritten after every run. `--stage 1` stops after
-stage 1, and so on; `--report_only` writes the report of the runs finished so far and trains
-nothing. Several copies may run side by side, each pinned to its own cores (`taskset -c 0 python
-scripts/regime_study.py & taskset -c 1 ...`): each run is claimed by one copy (RUN.lock holds its
-pid), the others take the next run or, at the end of a stage, wait for it. On 2 cores, two copies
-pinned to one core each train about 1.3x the steps per hour of one copy on both (1.65 against 1.3
-steps a second, 16 x 256 tokens, measured 2026-12-01). `--stop_after S`: a copy
-starts no new run after S seconds (how `scripts/regime_study_gpu.sh` runs several copies on one GPU
-within a time limit). A record says what its run trained on (`train_devices`, from the run's
+Each finished, evaluated run leaves a record, `--records/PART/VARIANT_sSEED.json` (PART: n1000,
+n5000 or n1000_replica; a few KB: the per-prompt greedy correctness, the sample statistics, the
+learning curves, the command and the commit), committed with the report: the tables and plots are
+made from records alone, and a run with a record is never trained again, even in a fresh checkout
+without its workdir. Workdirs (`--runs`) hold checkpoints, one per learning-curve point: a run
+stopped part-way resumes from its newest (jirl's resume continues bitwise), its train seconds summed
+over its attempts up to each one's last checkpoint (`train_seconds.json`). The report is rewritten
+after every run. `--stage 1` stops after stage 1, and so on; `--report_only` writes the report of
+the runs finished so far and trains nothing. Several copies may run side by side, each pinned to its
+own cores (`taskset -c 0 python scripts/regime_study.py & taskset -c 1 ...`): each run is claimed by
+one copy (RUN.lock holds its pid), the others take the next run or, at the end of a stage, wait for
+it. On 2 cores, two copies pinned to one core each train about 1.3x the steps per hour of one copy
+on both (1.65 against 1.3 steps a second, 16 x 256 tokens, measured 2026-12-01). `--stop_after S`: a
+copy starts no new run after S seconds (how `scripts/regime_study_gpu.sh` runs several copies on one
+GPU within a time limit). A record says what its run trained on (`train_devices`, from the run's
 summary.json).
 """
 
@@ -74,7 +77,6 @@ import regime_report  # noqa: E402
 # pilot (MLE, seed 0, in the earlier runs of regime_1_1_0.md) still lowered it at the end (0.185 at
 # step 1600, 0.175 at 2000), hence 4000.
 STEPS = {1000: 1000, 5000: 4000}
-FULL_SIZE = 1000  # every stage runs at this size; the others run the core comparison (`core_variants`)
 EVERY = {1000: 100, 5000: 400}  # learning-curve points: ten a run (they cost more than the steps on CPU)
 ENTROPY_BONUSES = (0.01, 0.03, 0.1)
 LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3)
@@ -82,6 +84,18 @@ TEMPERATURES = (0.5, 1.0)
 MLE_TEMPERATURES = (0.3, 0.5, 0.7, 1.0, 1.3)
 
 FIRST_SEEDS, MORE_SEEDS = (0, 1, 2), (3, 4)
+Part = regime_report.Part
+PARTS = {  # --sizes accepts these keys
+    "1000": Part("n1000", 1000, "N = 1000", "N = 1000 training examples"),
+    "5000": Part("n5000", 5000, "N = 5000", "N = 5000 training examples"),
+    "1000-replica": Part(
+        "n1000_replica",
+        1000,
+        "N = 1000, second base",
+        "N = 1000 training examples: stage 2 from the second base",
+    ),
+}
+FULL = PARTS["1000"]  # every stage runs here; N = 5000 runs the core comparison (`core_variants`)
 BASE_WEIGHTS = "model.safetensors"  # in the base folder, with its config.json
 FINE_TUNE = ["--config.train.learning_rate=2e-3", "--config.train.warmup_steps=20"]
 
@@ -123,18 +137,18 @@ def base_id(base: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def same_base(args, size: int, base: str) -> bool:
-    """Whether every record at SIZE comes from BASE; if not, says so: a run from another base would
+def same_base(args, part: Part, base: str) -> bool:
+    """Whether every record of PART comes from BASE; if not, says so: a run from another base would
     not be comparable with them, so the study adds none there (a record without `base` comes from
     the study's first base, which is lost)."""
-    folder = os.path.join(args.records, f"n{size}")
+    folder = os.path.join(args.records, part.tag)
     names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
     bases = {regime_report.base_of(regime_report.load_record(os.path.join(folder, n))) for n in names}
     if bases <= {base_id(base)}:
         return True
     others = " and ".join(map(regime_report.describe_base, sorted(bases)))
     print(
-        f"N = {size}: no new run; its records come from {others}, not from base {base_id(base)} "
+        f"{part.label}: no new run; its records come from {others}, not from base {base_id(base)} "
         f"({base}), and a run from this base would not be comparable with them.",
         flush=True,
     )
@@ -173,13 +187,13 @@ def stage2_variants(lam: float) -> dict[str, tuple[str, list[str]]]:
     }  # fmt: skip
 
 
-def run_dir(args, size: int, name: str, seed: int) -> str:
-    return os.path.join(args.runs, f"n{size}", f"{slug(name)}_s{seed}")
+def run_dir(args, part: Part, name: str, seed: int) -> str:
+    return os.path.join(args.runs, part.tag, f"{slug(name)}_s{seed}")
 
 
-def record_path(args, size: int, name: str, seed: int) -> str:
+def record_path(args, part: Part, name: str, seed: int) -> str:
     """Where one finished run's measures are kept (committed; the workdir with its checkpoints is not)."""
-    return os.path.join(args.records, f"n{size}", f"{slug(name)}_s{seed}.json")
+    return os.path.join(args.records, part.tag, f"{slug(name)}_s{seed}.json")
 
 
 def _study_process_alive(pid: int) -> bool:
@@ -208,18 +222,18 @@ def claim(workdir: str) -> bool:
     return True
 
 
-def fine_tune(size: int, name: str, variant: tuple, seed: int, base: str, args) -> dict | None:
+def fine_tune(part: Part, name: str, variant: tuple, seed: int, base: str, args) -> dict | None:
     """Trains (unless finished) and evaluates (unless evaluated) one variant at one seed; None while
     another copy of the study has it."""
-    record = record_path(args, size, name, seed)
+    record = record_path(args, part, name, seed)
     if os.path.exists(record):
         return regime_report.load_record(record)
-    workdir = run_dir(args, size, name, seed)
+    workdir = run_dir(args, part, name, seed)
     if not claim(workdir):
         return None
     try:
-        run = _train_and_evaluate(workdir, size, name, variant, seed, base)
-        run.update(name=name, seed=seed, size=size, objective=variant[0], overrides=variant[1],
+        run = _train_and_evaluate(workdir, part, name, variant, seed, base)
+        run.update(name=name, seed=seed, size=part.size, objective=variant[0], overrides=variant[1],
                    commit=_commit(), base=base_id(base))  # fmt: skip
         regime_report.save_record(record, run)
         return regime_report.load_record(record)
@@ -259,8 +273,8 @@ def _begin_attempt(workdir: str) -> list[dict]:
     return earlier
 
 
-def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed: int, base: str) -> dict:
-    objective, overrides = variant
+def _train_and_evaluate(workdir: str, part: Part, name: str, variant: tuple, seed: int, base: str) -> dict:
+    objective, overrides, size = *variant, part.size
     if not os.path.exists(os.path.join(workdir, "summary.json")):
         if _newest_checkpoint(workdir) is None:
             shutil.rmtree(workdir, ignore_errors=True)  # stopped before its first checkpoint: start again
@@ -284,7 +298,7 @@ def _train_and_evaluate(workdir: str, size: int, name: str, variant: tuple, seed
         family = "mle" if name == "MLE" else "iqlearn" if objective == "iqlearn" else "other"
         _run([sys.executable, os.path.abspath(__file__), "--evaluate", workdir, "--family", family,
               "--seed", str(seed)])  # fmt: skip
-        print(f"n={size} {name} seed {seed}: evaluated in {time.time() - start:.0f} s", flush=True)
+        print(f"{part.label}: {name} seed {seed}: evaluated in {time.time() - start:.0f} s", flush=True)
     return regime_report.read_workdir(workdir)
 
 
@@ -309,21 +323,40 @@ def evaluate_run(workdir: str, family: str, seed: int) -> None:
         json.dump(out, f)
 
 
-def core_variants(args, base: str) -> dict[str, tuple[str, list[str]]] | None:
-    """At sizes other than FULL_SIZE: MLE, the entropy bonus that was best and the two lambdas that
-    were best on validation at FULL_SIZE (stage 1, every seed): what a size with 4x the steps and
-    5x the data can afford on two cores. None when FULL_SIZE's stage 1 is not finished."""
-    first = stage1_variants()
+def stage1_runs(args) -> dict[str, list[dict]] | None:
+    """The records of FULL's stage 1 (every variant, every first seed); None while it is not finished."""
     runs = {}
-    for name in first:
-        records = [record_path(args, FULL_SIZE, name, seed) for seed in FIRST_SEEDS]
+    for name in stage1_variants():
+        records = [record_path(args, FULL, name, seed) for seed in FIRST_SEEDS]
         if not all(os.path.exists(r) for r in records):
             return None
         runs[name] = [regime_report.load_record(r) for r in records]
+    return runs
+
+
+def core_variants(args) -> dict[str, tuple[str, list[str]]] | None:
+    """At N = 5000: MLE, the entropy bonus that was best and the two lambdas that were best on
+    validation in FULL's stage 1 (every seed): what a size with 4x the steps and 5x the data can
+    afford on two cores. None when FULL's stage 1 is not finished."""
+    first, runs = stage1_variants(), stage1_runs(args)
+    if runs is None:
+        return None
     beta = regime_report.best(runs, [n for n in first if "entropy" in n])
     lambdas = [n for n in first if n.startswith("IQLearn")]
     by_validation = sorted(lambdas, key=lambda n: -regime_report.mean_validation_accuracy(runs[n]))
     return {n: first[n] for n in ("MLE", beta, *by_validation[:2])}
+
+
+def replica_variants(args) -> dict[str, tuple[str, list[str]]] | None:
+    """Stage 2 again, from the committed base, with its own references: MLE, IQLearn at the lambda
+    FULL's stage 1 chose (gamma 0.99) and the six stage-2 variants at that lambda. FULL's stage 2
+    fine-tuned the study's first base, which is lost, so no run can join it (regime_reading.md).
+    None when FULL's stage 1 is not finished."""
+    first, runs = stage1_variants(), stage1_runs(args)
+    if runs is None:
+        return None
+    lam = regime_report.best(runs, [n for n in first if n.startswith("IQLearn")])
+    return {"MLE": first["MLE"], lam: first[lam], **stage2_variants(regime_report.lam_of(lam))}
 
 
 STARTED = time.time()
@@ -334,11 +367,11 @@ def out_of_time(args) -> bool:
     return bool(args.stop_after) and time.time() - STARTED > args.stop_after
 
 
-def run_size(size: int, base: str, args, results: dict) -> None:
-    """The three stages for one training-set size (the core comparison at sizes other than FULL_SIZE);
-    `results[size][name]` gathers the runs."""
-    runs = results.setdefault(size, {})
-    records_only = args.report_only or not same_base(args, size, base)
+def run_part(part: Part, base: str, args, results: dict) -> None:
+    """The three stages of FULL, or the variants of another part at seeds 0-2; `results[part][name]`
+    gathers the runs."""
+    runs = results.setdefault(part, {})
+    records_only = args.report_only or not same_base(args, part, base)
 
     def go(todo: list[tuple[int, str]], variants: dict) -> None:
         """Runs every (seed, name) of TODO; returns when all are finished, by this copy or another."""
@@ -348,12 +381,12 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                 runs.setdefault(name, [])
                 if any(r["seed"] == seed for r in runs[name]):
                     continue
-                if records_only and not os.path.exists(record_path(args, size, name, seed)):
+                if records_only and not os.path.exists(record_path(args, part, name, seed)):
                     continue
-                if out_of_time(args) and not os.path.exists(record_path(args, size, name, seed)):
+                if out_of_time(args) and not os.path.exists(record_path(args, part, name, seed)):
                     regime_report.write(results, args)
                     sys.exit(f"--stop_after {args.stop_after:g} s reached: no new run started.")
-                run = fine_tune(size, name, variants[name], seed, base, args)
+                run = fine_tune(part, name, variants[name], seed, base, args)
                 if run is None:
                     taken.append((seed, name))
                     continue
@@ -364,12 +397,12 @@ def run_size(size: int, base: str, args, results: dict) -> None:
                 time.sleep(30)  # the stage ends when the other copies' runs do
 
     seed_major = lambda names, seeds: [(seed, name) for seed in seeds for name in names]  # noqa: E731
-    if size != FULL_SIZE:
-        core = core_variants(args, base)
-        if core is None and not args.report_only:
-            sys.exit(f"N = {FULL_SIZE}'s stage 1 is not finished; run --sizes {FULL_SIZE} first.")
-        if core is not None:
-            go(seed_major(core, FIRST_SEEDS), core)
+    if part != FULL:
+        variants = (replica_variants if part.tag.endswith("replica") else core_variants)(args)
+        if variants is None and not args.report_only:
+            sys.exit(f"{FULL.label}'s stage 1 is not finished; run --sizes 1000 first.")
+        if variants is not None:
+            go(seed_major(variants, FIRST_SEEDS), variants)
         return
     first = stage1_variants()
     go(seed_major(first, FIRST_SEEDS), first)
@@ -405,13 +438,17 @@ def main() -> None:
     parser.add_argument("--family", default="other", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = [key for key in args.sizes.split(",") if key not in PARTS]
+    if unknown:
+        parser.error(f"--sizes {','.join(unknown)}: not a part of this study; accepted: {', '.join(PARTS)}")
+    parts = [PARTS[key] for key in args.sizes.split(",")]
     if args.evaluate:
         evaluate_run(args.evaluate, args.family, args.seed)
         return
     base = "" if args.report_only else base_model(args)  # a report needs records only
     results: dict = {}
-    for size in (int(s) for s in args.sizes.split(",")):
-        run_size(size, base, args, results)
+    for part in parts:
+        run_part(part, base, args, results)
     regime_report.write(results, args)
 
 

@@ -7,8 +7,9 @@
 # Runs from the repository root. Needs jax with a CUDA backend and jirl's dependencies importable;
 # on a machine without a package index, WHEELS=DIR installs the missing ones from a folder of wheels
 # first (into a temporary target, not the environment). Fine-tunes the committed base the CPU runs
-# started from (docs/results/regime_runs/base). Trains the sizes in SIZES (default 5000: N = 1000's
-# records come from the study's first base, which is lost, so no new run joins them).
+# started from (docs/results/regime_runs/base). Trains the parts in SIZES (default 5000,1000-replica:
+# N = 1000's records come from the study's first base, which is lost, so no new run joins them; its
+# stage 2 runs again from the committed base as the part 1000-replica).
 #
 # Each copy takes the next unfinished run of the queue (the committed records are finished runs);
 # copies start no new run after MINUTES - 3 minutes (--stop_after), and whatever still runs a minute
@@ -31,14 +32,14 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 JAX_DEFAULT_MATMUL_PRECISION=highest
 
-SIZES=${SIZES:-5000}
+SIZES=${SIZES:-5000,1000-replica}
 if [ ! -f docs/results/regime_runs/base/model.safetensors ]; then
   echo "docs/results/regime_runs/base holds no base model; run the study on the CPU first." >&2
   exit 2
 fi
 python3 -c "import jax; print('devices:', jax.devices())" || exit 1
-for size in ${SIZES//,/ }; do  # once, before the copies start (they would all prepare at once)
-  python3 -m jirl.cli prepare --task=arith --task_config=shifted_$size --data_dir=data || exit 1
+for part in ${SIZES//,/ }; do  # once, before the copies start (they would all prepare at once)
+  python3 -m jirl.cli prepare --task=arith --task_config="shifted_${part%%-*}" --data_dir=data || exit 1
 done
 
 stop_after=$(( MINUTES * 60 - 180 - ($(date +%s) - START) ))
@@ -53,7 +54,7 @@ done
 for pid in $(jobs -rp); do pkill -TERM -P "$pid"; kill -TERM "$pid"; done 2>/dev/null
 wait
 
-python3 scripts/regime_study.py --sizes 1000,5000 --report_only >"$OUT/logs/report.log" 2>&1
+python3 scripts/regime_study.py --sizes 1000,5000,1000-replica --report_only >"$OUT/logs/report.log" 2>&1
 nvidia-smi >"$OUT/logs/nvidia_smi.txt" 2>&1
 tar czf "$OUT/regime_gpu.tar.gz" docs/results/regime.md docs/results/regime_*.png \
   docs/results/regime_runs -C "$OUT" logs
