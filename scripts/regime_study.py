@@ -426,7 +426,7 @@ def run_part(part: Part, base: str, args, results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,5000")
+    parser.add_argument("--sizes", default="1000,5000,1000-replica", help=f"parts: {', '.join(PARTS)}")
     parser.add_argument("--base_steps", type=int, default=2000)
     parser.add_argument("--runs", default="runs/regime_study", help="workdirs (checkpoints; not kept)")
     parser.add_argument("--records", default="docs/results/regime_runs", help="each finished run's measures")
