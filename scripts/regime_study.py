@@ -398,7 +398,7 @@ def run_part(part: Part, base: str, args, results: dict) -> None:
 
     seed_major = lambda names, seeds: [(seed, name) for seed in seeds for name in names]  # noqa: E731
     if part != FULL:
-        variants = (replica_variants if part.tag.endswith("replica") else core_variants)(args)
+        variants = (replica_variants if part == PARTS["1000-replica"] else core_variants)(args)
         if variants is None and not args.report_only:
             sys.exit(f"{FULL.label}'s stage 1 is not finished; run --sizes 1000 first.")
         if variants is not None:
