@@ -381,9 +381,10 @@ def run_part(part: Part, base: str, args, results: dict) -> None:
                 runs.setdefault(name, [])
                 if any(r["seed"] == seed for r in runs[name]):
                     continue
-                if records_only and not os.path.exists(record_path(args, part, name, seed)):
+                recorded = os.path.exists(record_path(args, part, name, seed))
+                if records_only and not recorded:
                     continue
-                if out_of_time(args) and not os.path.exists(record_path(args, part, name, seed)):
+                if out_of_time(args) and not recorded:
                     regime_report.write(results, args)
                     sys.exit(f"--stop_after {args.stop_after:g} s reached: no new run started.")
                 run = fine_tune(part, name, variants[name], seed, base, args)
@@ -391,7 +392,8 @@ def run_part(part: Part, base: str, args, results: dict) -> None:
                     taken.append((seed, name))
                     continue
                 runs[name].append(run)
-                regime_report.write(results, args)
+                if not recorded:  # a new run: the page shows it now; loaded records wait for the end
+                    regime_report.write(results, args)
             todo = taken
             if todo:
                 time.sleep(30)  # the stage ends when the other copies' runs do
