@@ -164,9 +164,36 @@ def headline_table(runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def sample_point(runs: list[dict], temperature: float) -> tuple[float, float]:
+    """(Self-BLEU, sample accuracy) at TEMPERATURE, means over the runs (seeds) that sampled it."""
+    rows = [x for x in (_row_at(r, temperature) for r in runs) if x is not None]
+    mean = lambda key: float(np.mean([x[key] for x in rows]))  # noqa: E731
+    return mean("self_bleu"), mean("answer_accuracy")
+
+
+def temperature_curve(mle: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """MLE's quality-diversity curve: (Self-BLEU, sample accuracy) at each sampled temperature, means
+    over seeds, in increasing Self-BLEU."""
+    temps = [row["temperature"] for row in mle[0]["by_temperature"]]
+    bleu, accuracy = map(np.asarray, zip(*sorted(sample_point(mle, t) for t in temps)))
+    return bleu, accuracy
+
+
+def above_curve(curve: tuple[np.ndarray, np.ndarray], self_bleu: float, accuracy: float) -> str:
+    """accuracy - MLE's accuracy at the same Self-BLEU, linear between MLE's temperatures; n/a
+    outside the curve (no extrapolation)."""
+    bleu, acc = curve
+    if not bleu[0] <= self_bleu <= bleu[-1]:
+        return "n/a"
+    return f"{accuracy - np.interp(self_bleu, bleu, acc):+.3f}"
+
+
 def sampling_table(runs: dict[str, list[dict]], temperatures) -> list[str]:
+    """Sample statistics at each temperature; `vs MLE's T curve`: the variant's mean sample accuracy
+    minus MLE's at the same mean Self-BLEU (`above_curve`), where the variant has MLE to compare to."""
     keys = ("answer_accuracy", "majority_vote", "pass_at_k", "self_bleu", "distinct_2", "mean_token_entropy")
-    head = ("acc.", "maj@8", "pass@8", "Self-BLEU", "distinct-2", "entropy")
+    head = ("acc.", "maj@8", "pass@8", "Self-BLEU", "distinct-2", "entropy", "vs MLE's T curve")
+    curve = temperature_curve(runs["MLE"]) if runs.get("MLE") else None
     lines = [
         "| variant | T | " + " | ".join(head) + " |",
         "| --- | --- | " + " | ".join("---" for _ in head) + " |",
@@ -183,6 +210,10 @@ def sampling_table(runs: dict[str, list[dict]], temperatures) -> list[str]:
                     cells.append(_mean_se([x["pass_at_k"][max(x["pass_at_k"], key=int)] for x in rows]))
                 else:
                     cells.append(_mean_se([x[key] for x in rows], 2 if key == "self_bleu" else 3))
+            if curve is None or name == "MLE":
+                cells.append("—")
+            else:
+                cells.append(above_curve(curve, *sample_point(rs, t)))
             lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
     return lines
 
@@ -273,14 +304,9 @@ def plot_quality_diversity(runs: dict[str, list[dict]], path: str, title: str) -
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
 
-    def point(rs, t):
-        rows = [_row_at(r, t) for r in rs]
-        rows = [x for x in rows if x is not None]
-        return np.mean([x["self_bleu"] for x in rows]), np.mean([x["answer_accuracy"] for x in rows])
-
     if runs.get("MLE"):
         temps = [row["temperature"] for row in runs["MLE"][0]["by_temperature"]]
-        xs, ys = zip(*(point(runs["MLE"], t) for t in temps))
+        xs, ys = zip(*(sample_point(runs["MLE"], t) for t in temps))
         ax.plot(xs, ys, "o-", color="black", label="MLE across T")
         for x, y, t in zip(xs, ys, temps):
             ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -292,7 +318,7 @@ def plot_quality_diversity(runs: dict[str, list[dict]], path: str, title: str) -
         names = [n for n in runs if re.fullmatch(pattern, n) and runs[n]]
         names.sort(key=lambda n: float(n.split()[-1].split("=")[-1]))  # along the strength
         for t, alpha in ((1.0, 1.0), (0.5, 0.5)):
-            pts = [point(runs[n], t) for n in names]
+            pts = [sample_point(runs[n], t) for n in names]
             if not pts:
                 continue
             xs, ys = zip(*pts)
@@ -394,6 +420,12 @@ def write(results: dict[Part, dict[str, list[dict]]], args) -> None:
         )
         lines += ["", f"![learning curves]({os.path.basename(curves)})", ""]
         lines += [f"### Samples: K = {SAMPLES} per prompt, first {SAMPLE_PROMPTS} validation prompts", ""]
+        lines += [
+            "`vs MLE's T curve`: the variant's sample accuracy minus MLE's at the same Self-BLEU, read "
+            "off MLE's curve across temperatures (linear between its five; n/a outside them). Each "
+            "side's standard error over seeds (the `acc.` column) applies to it; it has no interval.",
+            "",
+        ]
         lines += sampling_table(runs, (0.5, 1.0))
         if runs.get("MLE"):
             lines += ["", "MLE across temperatures:", ""]
